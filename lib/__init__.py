@@ -1,0 +1,17 @@
+"""``lib``: the code of the executable textbook on training deep networks.
+
+Core modules, shared by every chapter:
+  - ``lib.checks``: argument checks with messages that name the argument
+  - ``lib.device``: ``set_seed``, ``get_device``
+  - ``lib.data``: MNIST-1D generated locally, splits, ``Standardizer``, batches
+  - ``lib.train``: the torch training loop and its ``History``
+  - ``lib.plots``: learning curves, per-layer histograms, percentile bands
+  - ``lib.quiz``: quizzes kept as data, shown with jupyterquiz
+  - ``lib.gradcheck``: the numeric gradient checker
+  - ``lib.notebook``: ``show_source`` for showing lib code in a lesson
+
+Chapter modules (NumPy reference and torch path side by side):
+  - ``lib.normalization``
+"""
+
+__version__ = "0.1.0"

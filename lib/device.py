@@ -1,0 +1,42 @@
+"""Seeding and device selection: the two lines every experiment starts with."""
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+from lib.checks import check_int
+
+
+def set_seed(seed: int = 0) -> np.random.Generator:
+    """Seed Python, NumPy and torch (CPU and CUDA) so that a rerun prints the same numbers.
+
+    Returns a NumPy ``Generator`` seeded with ``seed``, for code that prefers an explicit one.
+    Also asks torch for deterministic algorithms where they exist (``warn_only`` keeps
+    operations without a deterministic variant usable on a GPU).
+    """
+    check_int("seed", seed, minimum=0)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    return np.random.default_rng(seed)
+
+
+def get_device(prefer: str | None = None) -> torch.device:
+    """The device to train on: ``cuda`` when a GPU is available, else ``cpu``.
+
+    ``prefer="cpu"`` forces the CPU (for example to reproduce the book's stored outputs
+    exactly); ``prefer="cuda"`` raises if no GPU is present.
+    """
+    if prefer is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if prefer not in ("cpu", "cuda"):
+        raise ValueError(f"prefer: expected None, 'cpu' or 'cuda', got {prefer!r}")
+    if prefer == "cuda" and not torch.cuda.is_available():
+        raise ValueError("prefer: 'cuda' was asked for, but torch sees no CUDA device")
+    return torch.device(prefer)
