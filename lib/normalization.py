@@ -326,6 +326,9 @@ class BatchNorm(nn.Module):
     Inputs (N, C), (N, C, L) or (N, C, H, W); statistics per channel over every other axis.
     Running statistics and momentum follow the same convention as ``batchnorm_forward``
     and ``torch.nn.BatchNorm*d``: momentum weights the new batch, running_var is unbiased.
+    It is written for reading: autograd differentiates each operation separately, so it is
+    several times slower than the fused ``nn.BatchNorm*d`` on large inputs
+    (``benchmarks/batchnorm_speed.py``). The book's small networks train with it in seconds.
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1):
