@@ -22,6 +22,12 @@ def tensors(*arrays):
     return [torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in arrays]
 
 
+def assert_matches_torch(ours, theirs, atol=1e-11):
+    """Compare (out, dx, dgamma, dbeta) from NumPy with the torch output and autograd gradients."""
+    for name, a, b in zip(("out", "dx", "dgamma", "dbeta"), ours, theirs):
+        np.testing.assert_allclose(a, b.detach().numpy(), atol=atol, err_msg=name)
+
+
 def bn_inputs(rng, shape):
     c = shape[1]
     return rng.normal(1.5, 2.5, size=shape), rng.normal(size=c), rng.normal(size=c), rng.normal(size=shape)
@@ -39,11 +45,7 @@ def test_batchnorm_train_matches_torch_forward_and_autograd(rng, shape, backward
     x_t, gamma_t, beta_t = tensors(x, gamma, beta)
     out_t = F.batch_norm(x_t, None, None, gamma_t, beta_t, training=True, eps=1e-5)
     out_t.backward(torch.tensor(dout))
-    dx, dgamma, dbeta = backward(dout, cache)
-    np.testing.assert_allclose(out, out_t.detach().numpy(), atol=1e-12)
-    np.testing.assert_allclose(dx, x_t.grad.numpy(), atol=1e-11)
-    np.testing.assert_allclose(dgamma, gamma_t.grad.numpy(), atol=1e-11)
-    np.testing.assert_allclose(dbeta, beta_t.grad.numpy(), atol=1e-11)
+    assert_matches_torch((out, *backward(dout, cache)), (out_t, x_t.grad, gamma_t.grad, beta_t.grad), atol=1e-11)
 
 
 @pytest.mark.parametrize("shape", [(4, 3), (2, 3, 5), (2, 3, 4, 4)])
@@ -57,11 +59,7 @@ def test_batchnorm_eval_matches_torch_forward_and_autograd(rng, shape, backward)
     x_t, gamma_t, beta_t = tensors(x, gamma, beta)
     out_t = F.batch_norm(x_t, torch.tensor(running_mean), torch.tensor(running_var), gamma_t, beta_t, training=False)
     out_t.backward(torch.tensor(dout))
-    dx, dgamma, dbeta = backward(dout, cache)
-    np.testing.assert_allclose(out, out_t.detach().numpy(), atol=1e-12)
-    np.testing.assert_allclose(dx, x_t.grad.numpy(), atol=1e-12)
-    np.testing.assert_allclose(dgamma, gamma_t.grad.numpy(), atol=1e-12)
-    np.testing.assert_allclose(dbeta, beta_t.grad.numpy(), atol=1e-12)
+    assert_matches_torch((out, *backward(dout, cache)), (out_t, x_t.grad, gamma_t.grad, beta_t.grad), atol=1e-12)
     np.testing.assert_array_equal(bn_param["running_mean"], running_mean)  # eval mode never updates
 
 
@@ -143,9 +141,7 @@ def test_layernorm_matches_torch(rng, shape):
     x_t, gamma_t, beta_t = tensors(x, gamma, beta)
     out_t = F.layer_norm(x_t, shape[1:], gamma_t, beta_t, eps=1e-5)
     out_t.backward(torch.tensor(dout))
-    for ours, theirs in zip((out, *layernorm_backward(dout, cache)),
-                            (out_t, x_t.grad, gamma_t.grad, beta_t.grad)):
-        np.testing.assert_allclose(ours, theirs.detach().numpy(), atol=1e-11)
+    assert_matches_torch((out, *layernorm_backward(dout, cache)), (out_t, x_t.grad, gamma_t.grad, beta_t.grad))
 
 
 @pytest.mark.parametrize("shape", SPATIAL_SHAPES)
@@ -156,9 +152,7 @@ def test_instancenorm_matches_torch(rng, shape):
     x_t, gamma_t, beta_t = tensors(x, gamma, beta)
     out_t = F.instance_norm(x_t, weight=gamma_t, bias=beta_t, eps=1e-5)
     out_t.backward(torch.tensor(dout))
-    for ours, theirs in zip((out, *instancenorm_backward(dout, cache)),
-                            (out_t, x_t.grad, gamma_t.grad, beta_t.grad)):
-        np.testing.assert_allclose(ours, theirs.detach().numpy(), atol=1e-11)
+    assert_matches_torch((out, *instancenorm_backward(dout, cache)), (out_t, x_t.grad, gamma_t.grad, beta_t.grad))
 
 
 @pytest.mark.parametrize("shape,groups", [((2, 4, 3), 2), ((3, 6, 2, 2), 3), ((2, 8, 4, 3), 4),
@@ -170,9 +164,7 @@ def test_groupnorm_matches_torch(rng, shape, groups):
     x_t, gamma_t, beta_t = tensors(x, gamma, beta)
     out_t = F.group_norm(x_t, groups, gamma_t, beta_t, eps=1e-5)
     out_t.backward(torch.tensor(dout))
-    for ours, theirs in zip((out, *groupnorm_backward(dout, cache)),
-                            (out_t, x_t.grad, gamma_t.grad, beta_t.grad)):
-        np.testing.assert_allclose(ours, theirs.detach().numpy(), atol=1e-11)
+    assert_matches_torch((out, *groupnorm_backward(dout, cache)), (out_t, x_t.grad, gamma_t.grad, beta_t.grad))
 
 
 @pytest.mark.parametrize("kind", ["layer", "instance", "group"])
