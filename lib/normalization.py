@@ -39,7 +39,8 @@ __all__ = [
     "Standardizer", "standardize_forward", "standardize_backward",
     "batchnorm_forward", "batchnorm_backward", "batchnorm_backward_alt",
     "layernorm_forward", "layernorm_backward", "instancenorm_forward", "instancenorm_backward",
-    "groupnorm_forward", "groupnorm_backward", "normalization_groups",
+    "groupnorm_forward", "groupnorm_backward", "normalization_forward", "normalization_backward",
+    "normalization_groups",
     "BatchNorm", "LayerNorm", "InstanceNorm", "GroupNorm",
 ]
 
@@ -287,13 +288,45 @@ def groupnorm_backward(dout: np.ndarray, cache: dict):
     return _per_example_backward(dout, cache)
 
 
+NORMALIZATIONS = ("batch", "layer", "instance", "group")
+
+
+def normalization_forward(kind: str, x: np.ndarray, gamma=None, beta=None, num_groups: int = 1, eps: float = 1e-5):
+    """Any of the four normalizations by name: 'batch' (training mode), 'layer', 'instance', 'group'.
+
+    γ and β default to ones and zeros of the shape that ``kind`` needs: (C,), or x.shape[1:]
+    for layer norm. Returns ``(out, cache)``; ``normalization_backward(kind, dout, cache)``
+    differentiates it.
+    """
+    check_choice("kind", kind, NORMALIZATIONS)
+    check_array("x", x, ndim=(2, 3, 4))
+    param_shape = x.shape[1:] if kind == "layer" else (x.shape[1],)
+    gamma = np.ones(param_shape, dtype=x.dtype) if gamma is None else gamma
+    beta = np.zeros(param_shape, dtype=x.dtype) if beta is None else beta
+    if kind == "batch":
+        return batchnorm_forward(x, gamma, beta, {"mode": "train", "eps": eps})
+    if kind == "layer":
+        return layernorm_forward(x, gamma, beta, eps)
+    if kind == "instance":
+        return instancenorm_forward(x, gamma, beta, eps)
+    return groupnorm_forward(x, gamma, beta, num_groups, eps)
+
+
+def normalization_backward(kind: str, dout: np.ndarray, cache: dict):
+    """Backward of :func:`normalization_forward`: ``(dx, dgamma, dbeta)``."""
+    check_choice("kind", kind, NORMALIZATIONS)
+    backward = {"batch": batchnorm_backward_alt, "layer": layernorm_backward,
+                "instance": instancenorm_backward, "group": groupnorm_backward}[kind]
+    return backward(dout, cache)
+
+
 def normalization_groups(kind: str, shape: tuple, num_groups: int = 1) -> np.ndarray:
     """Label every element of an input of ``shape`` (N, C, H, W) with the id of the set whose
     statistics normalize it: elements with the same label share one μ and one σ.
 
     ``kind`` is 'batch', 'layer', 'instance' or 'group'. Used for the chapter's figures.
     """
-    check_choice("kind", kind, ("batch", "layer", "instance", "group"))
+    check_choice("kind", kind, NORMALIZATIONS)
     if len(shape) != 4:
         raise ValueError(f"shape: expected (N, C, H, W), got {shape}")
     n, c, h, w = shape

@@ -344,3 +344,30 @@ def test_eval_mode_accepts_a_single_example():
     assert out.shape == (1, 3)
     module = BatchNorm(3).eval()
     assert module(torch.ones(1, 3)).shape == (1, 3)
+
+
+@pytest.mark.parametrize("kind", ["batch", "layer", "instance", "group"])
+def test_normalization_by_name_matches_the_specific_functions(rng, kind):
+    from lib.normalization import normalization_backward, normalization_forward
+    x, dout = rng.normal(size=(3, 4, 2, 5)), rng.normal(size=(3, 4, 2, 5))
+    out, cache = normalization_forward(kind, x, num_groups=2)
+    direct = {
+        "batch": lambda: batchnorm_forward(x, np.ones(4), np.zeros(4), {"mode": "train"}),
+        "layer": lambda: layernorm_forward(x, np.ones((4, 2, 5)), np.zeros((4, 2, 5))),
+        "instance": lambda: instancenorm_forward(x, np.ones(4), np.zeros(4)),
+        "group": lambda: groupnorm_forward(x, np.ones(4), np.zeros(4), 2),
+    }[kind]
+    expected, expected_cache = direct()
+    np.testing.assert_array_equal(out, expected)
+    backward = {"batch": batchnorm_backward_alt, "layer": layernorm_backward,
+                "instance": instancenorm_backward, "group": groupnorm_backward}[kind]
+    for a, b in zip(normalization_backward(kind, dout, cache), backward(dout, expected_cache)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_normalization_by_name_rejects_an_unknown_kind():
+    from lib.normalization import normalization_backward, normalization_forward
+    with pytest.raises(ValueError, match=r"kind: expected one of 'batch', 'layer', 'instance', 'group', got 'weight'"):
+        normalization_forward("weight", np.ones((2, 3)))
+    with pytest.raises(ValueError, match=r"kind: expected one of"):
+        normalization_backward("batchnorm", np.ones((2, 3)), {})
