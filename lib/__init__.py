@@ -12,6 +12,7 @@ Core modules, shared by every chapter:
 
 Chapter modules (NumPy reference and torch path side by side):
   - ``lib.normalization``
+  - ``lib.initialization``
 """
 
 __version__ = "0.1.0"
