@@ -7,7 +7,8 @@ Core modules, shared by every chapter:
   - ``lib.train``: the torch training loop and its ``History``
   - ``lib.plots``: learning curves, per-layer histograms, percentile bands
   - ``lib.quiz``: quizzes kept as data, shown with jupyterquiz
-  - ``lib.gradcheck``: the numeric gradient checker
+  - ``lib.gradcheck``: the numeric gradient checker (arrays, layers, models with dict parameters)
+  - ``lib.layers``: NumPy layers (affine, ReLU, tanh, dropout, softmax cross-entropy) and an MLP
   - ``lib.notebook``: ``show_source`` for showing lib code in a lesson
 
 Chapter modules (NumPy reference and torch path side by side):

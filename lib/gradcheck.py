@@ -13,6 +13,9 @@ import numpy as np
 
 from lib.checks import check_array, check_int, check_positive
 
+# How to read a relative error (float64, no kinks nearby): below each threshold, its verdict.
+READING = ((1e-7, "fine"), (1e-5, "look closer"), (1e-3, "suspicious"))
+
 
 def _check_float_array(name: str, x) -> None:
     check_array(name, x, finite=True)
@@ -129,3 +132,72 @@ def check_layer_gradients(forward, inputs: dict, grads: dict, dout: np.ndarray, 
         numeric = numeric_gradient_array(lambda value: forward(**{**inputs, name: value}), inputs[name], dout, eps)
         results[name] = compare_gradients(analytic, numeric, name=name)
     return results
+
+
+def params_to_vector(params: dict):
+    """Flatten a dict of arrays {name: array} into one vector θ; return (θ, layout).
+
+    ``layout`` lists (name, shape) in order, so that :func:`vector_to_params` can undo it.
+    """
+    if not isinstance(params, dict) or not params:
+        raise TypeError("params: expected a non-empty dict of arrays, like {'W1': ..., 'b1': ...}")
+    for name, value in params.items():
+        check_array(f"params[{name!r}]", value)
+    layout = [(name, value.shape) for name, value in params.items()]
+    return np.concatenate([value.ravel() for value in params.values()]), layout
+
+
+def vector_to_params(theta: np.ndarray, layout: list) -> dict:
+    """The inverse of :func:`params_to_vector`: split θ back into named arrays."""
+    sizes = [int(np.prod(shape)) for _, shape in layout]
+    if theta.ndim != 1 or theta.size != sum(sizes):
+        raise ValueError(f"theta: expected a vector of {sum(sizes)} entries, got shape {theta.shape}")
+    params, start = {}, 0
+    for (name, shape), size in zip(layout, sizes):
+        params[name] = theta[start : start + size].reshape(shape)
+        start += size
+    return params
+
+
+def check_model_gradients(loss, params: dict, grads: dict, eps: float = 1e-6, num_checks: int | None = None,
+                          rng: np.random.Generator | None = None, show: int = 3) -> dict:
+    """Check a model's analytic gradients against two-sided differences, block by block.
+
+    ``loss()`` returns the scalar loss and must read ``params`` afresh (entries are perturbed
+    in place and restored). ``grads[name]`` is the analytic gradient of ``params[name]``.
+    With ``num_checks``, only that many random entries of each block are checked (a sparse
+    check for large parameters; ``rng`` chooses them). Returns {name: GradCheckResult}.
+    """
+    if set(grads) != set(params):
+        raise ValueError(f"grads: expected the keys of params {sorted(params)}, got {sorted(grads)}")
+    check_positive("eps", eps)
+    if num_checks is not None:
+        check_int("num_checks", num_checks, minimum=1)
+        rng = rng if rng is not None else np.random.default_rng(0)
+    results = {}
+    for name, value in params.items():
+        _check_float_array(f"params[{name!r}]", value)
+        analytic = grads[name]
+        check_array(f"grads[{name!r}]", analytic)
+        if analytic.shape != value.shape:
+            raise ValueError(f"grads[{name!r}]: expected shape {value.shape}, got {analytic.shape}")
+        if num_checks is None:
+            indices = list(np.ndindex(value.shape))
+        else:
+            flat = rng.choice(value.size, size=min(num_checks, value.size), replace=False)
+            indices = [tuple(int(i) for i in np.unravel_index(f, value.shape)) for f in flat]
+        numeric = np.array([_two_sided_difference(lambda: _as_scalar(loss()), value, index, eps) for index in indices])
+        chosen = np.array([analytic[index] for index in indices])
+        result = compare_gradients(chosen, numeric, name=name, show=show)
+        result.worst = [(indices[i[0]], a, n, d) for i, a, n, d in result.worst]  # report the entries' own indices
+        results[name] = result
+    return results
+
+
+def reading(relative: float) -> str:
+    """How to read a relative error: 'fine' below 1e-7, 'look closer' below 1e-5, 'suspicious'
+    below 1e-3, and 'a bug' above (rules of thumb for float64 with kinks absent)."""
+    for threshold, verdict in READING:
+        if relative < threshold:
+            return verdict
+    return "a bug"
