@@ -136,4 +136,5 @@ def mlp_loss(params: dict, x: np.ndarray, y: np.ndarray, reg: float = 0.0, nonli
         dh, grads[f"W{layer}"], grads[f"b{layer}"] = affine_backward(dh, affine_cache)
     for i in range(1, layers + 1):
         grads[f"W{i}"] += reg * params[f"W{i}"]
-    return loss, grads, used_masks
+    # same key order as params, so that flattening params and grads lines their entries up
+    return loss, {name: grads[name] for name in params}, used_masks
