@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from lib.checks import check_array, check_choice, check_int, check_positive
+from lib.layers import ACTIVATION_LAYERS
 
 NONLINEARITIES = ("linear", "sigmoid", "tanh", "relu", "leaky_relu", "selu")
 MODES = ("fan_in", "fan_out")
@@ -167,34 +168,25 @@ def init_model_(model: nn.Module, method: str, generator: torch.Generator | None
 # A deep stack of layers: forward, backward and per-layer statistics (NumPy)
 # ---------------------------------------------------------------------------------------
 
-ACTIVATIONS = {
-    "linear": (lambda z: z, lambda z, a: np.ones_like(z)),
-    "tanh": (np.tanh, lambda z, a: 1.0 - a**2),
-    "relu": (lambda z: np.maximum(z, 0.0), lambda z, a: (z > 0).astype(z.dtype)),
-    "sigmoid": (lambda z: 1.0 / (1.0 + np.exp(-z)), lambda z, a: a * (1.0 - a)),
-}
-
-
 def deep_forward(x: np.ndarray, weights: list, nonlinearity: str = "tanh"):
-    """Forward through layers a[l] = f(a[l−1] @ W[l].T), no biases.
+    """Forward through layers a[l] = f(a[l−1] @ W[l].T), no biases; f from ``lib.layers``.
 
     Shapes: x (N, D_0); W[l] (D_l, D_{l−1}). Returns (activations a[1..L], cache).
     """
     check_array("x", x, ndim=2)
-    check_choice("nonlinearity", nonlinearity, tuple(ACTIVATIONS))
+    check_choice("nonlinearity", nonlinearity, tuple(ACTIVATION_LAYERS))
     if not weights:
         raise ValueError("weights: expected at least one layer")
-    forward, _ = ACTIVATIONS[nonlinearity]
-    a, activations, pre_activations = x, [], []
+    forward, _ = ACTIVATION_LAYERS[nonlinearity]
+    a, activations, activation_caches = x, [], []
     for layer, w in enumerate(weights, start=1):
         check_array(f"weights[{layer - 1}]", w, ndim=2)
         if w.shape[1] != a.shape[1]:
             raise ValueError(f"weights[{layer - 1}]: expected {a.shape[1]} input columns, got shape {w.shape}")
-        z = a @ w.T
-        a = forward(z)
-        pre_activations.append(z)
+        a, activation_cache = forward(a @ w.T)
         activations.append(a)
-    return activations, {"x": x, "weights": weights, "z": pre_activations, "a": activations,
+        activation_caches.append(activation_cache)
+    return activations, {"x": x, "weights": weights, "a": activations, "activation_caches": activation_caches,
                          "nonlinearity": nonlinearity}
 
 
@@ -203,8 +195,8 @@ def deep_backward(dout: np.ndarray, cache: dict):
 
     Returns (dW per layer, d(activation) per layer): the gradients that vanish or explode.
     """
-    _, derivative = ACTIVATIONS[cache["nonlinearity"]]
-    weights, z, a = cache["weights"], cache["z"], cache["a"]
+    _, backward = ACTIVATION_LAYERS[cache["nonlinearity"]]
+    weights, a = cache["weights"], cache["a"]
     check_array("dout", dout)
     if dout.shape != a[-1].shape:
         raise ValueError(f"dout: expected the shape of the last activation {a[-1].shape}, got {dout.shape}")
@@ -213,7 +205,7 @@ def deep_backward(dout: np.ndarray, cache: dict):
     da = dout
     for layer in reversed(range(len(weights))):
         d_activations[layer] = da
-        dz = da * derivative(z[layer], a[layer])
+        dz = backward(da, cache["activation_caches"][layer])
         d_weights[layer] = dz.T @ inputs[layer]
         da = dz @ weights[layer]
     return d_weights, d_activations

@@ -45,6 +45,23 @@ def tanh_backward(dout: np.ndarray, out):
     return dout * (1.0 - out**2)
 
 
+def sigmoid_forward(x: np.ndarray):
+    out = 1.0 / (1.0 + np.exp(-x))
+    return out, out
+
+
+def sigmoid_backward(dout: np.ndarray, out):
+    return dout * out * (1.0 - out)
+
+
+def identity_forward(x: np.ndarray):
+    return x, None
+
+
+def identity_backward(dout: np.ndarray, cache):
+    return dout
+
+
 def dropout_forward(x: np.ndarray, p: float, rng: np.random.Generator | None = None, mask: np.ndarray | None = None):
     """Inverted dropout: drop each unit with probability ``p``, scale the kept ones by 1/(1 − p).
 
@@ -85,7 +102,12 @@ def softmax_cross_entropy(scores: np.ndarray, y: np.ndarray):
     return loss, dscores / n
 
 
-ACTIVATION_LAYERS = {"relu": (relu_forward, relu_backward), "tanh": (tanh_forward, tanh_backward)}
+ACTIVATION_LAYERS = {
+    "relu": (relu_forward, relu_backward),
+    "tanh": (tanh_forward, tanh_backward),
+    "sigmoid": (sigmoid_forward, sigmoid_backward),
+    "linear": (identity_forward, identity_backward),
+}
 
 
 def mlp_init(sizes: list, rng: np.random.Generator, weight_scale: float = 1e-2) -> dict:

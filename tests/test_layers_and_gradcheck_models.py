@@ -10,7 +10,7 @@ from lib.gradcheck import (
 )
 from lib.layers import (
     affine_backward, affine_forward, dropout_forward, mlp_init, mlp_loss, relu_backward, relu_forward,
-    softmax_cross_entropy, tanh_backward, tanh_forward,
+    sigmoid_backward, sigmoid_forward, softmax_cross_entropy, tanh_backward, tanh_forward,
 )
 
 
@@ -32,7 +32,8 @@ def test_affine_matches_autograd_and_numeric(rng):
 
 
 @pytest.mark.parametrize("forward,backward,torch_fn", [(relu_forward, relu_backward, torch.relu),
-                                                       (tanh_forward, tanh_backward, torch.tanh)])
+                                                       (tanh_forward, tanh_backward, torch.tanh),
+                                                       (sigmoid_forward, sigmoid_backward, torch.sigmoid)])
 def test_activations_match_autograd(rng, forward, backward, torch_fn):
     x, dout = rng.normal(size=(5, 4)), rng.normal(size=(5, 4))
     out, cache = forward(x)
