@@ -111,3 +111,15 @@ def test_mlp_drops_the_bias_before_a_norm():
     plain = mlp([4, 8, 8, 3])
     assert [m.bias is None for m in with_norm if isinstance(m, nn.Linear)] == [True, True, False]
     assert all(m.bias is not None for m in plain if isinstance(m, nn.Linear))
+
+
+def test_tune_for_small_models_uses_one_cpu_thread():
+    from lib.device import tune_for_small_models
+    before = torch.get_num_threads()
+    try:
+        tune_for_small_models(torch.device("cpu"))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(TypeError, match="device: expected a torch.device"):
+        tune_for_small_models("cpu")
