@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lib.checks import check_array, check_int, check_probability, check_shape
+from lib.checks import check_array, check_int, check_probability
 
 MNIST1D_CLASSES = 10
 
@@ -78,14 +78,17 @@ class Standardizer:
         return cls(mean=x_train.mean(axis=0), std=np.maximum(std, eps))
 
     def transform(self, x: np.ndarray) -> np.ndarray:
-        check_array("x", x, ndim=2)
-        check_shape("x", x[:0], (0,) + self.mean.shape)
+        self._check_features("x", x)
         return (x - self.mean) / self.std
 
     def inverse_transform(self, x_standardized: np.ndarray) -> np.ndarray:
-        check_array("x_standardized", x_standardized, ndim=2)
-        check_shape("x_standardized", x_standardized[:0], (0,) + self.mean.shape)
+        self._check_features("x_standardized", x_standardized)
         return x_standardized * self.std + self.mean
+
+    def _check_features(self, name: str, x: np.ndarray) -> None:
+        check_array(name, x, ndim=2)
+        if x.shape[1] != self.mean.shape[0]:
+            raise ValueError(f"{name}: expected shape (N, {self.mean.shape[0]}), got {x.shape}")
 
 
 @dataclass(frozen=True)
