@@ -1,22 +1,37 @@
-# The two commands of the README: `make book` and `make test`. Both install what they need first.
+# The README's two commands: `make book` and `make test`. Both first install the locked
+# environment (requirements.txt) into .venv, once, and again whenever the lock changes.
 PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+UV_VERSION := 0.13.9
 
-.PHONY: setup book test notebooks benchmarks
+.PHONY: setup book test notebooks benchmarks lock
 
-setup:  ## install the Python environment (requirements.txt, lib editable) and the browser test's assets
-	$(PYTHON) -m pip install --quiet -r requirements.txt
+setup: $(VENV)/.installed  ## the locked environment in .venv, lib editable, the browser test's assets
 	@if command -v npm >/dev/null 2>&1; then npm ci --silent --no-audit --no-fund --prefix tests/browser; \
 	else echo "npm not found: the browser test will be skipped (install Node.js to run it)"; fi
 
+$(VENV)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $@
+
 book: setup  ## build the HTML book into _build/html, warnings as errors
-	jupyter-book build -W --keep-going .
+	$(VENV)/bin/jupyter-book build -W --keep-going .
 
-test: setup  ## every test: lib against torch, strict nbval over every notebook, book conventions, browser
-	$(PYTHON) -m pytest
+test: setup  ## every test: lib against torch, strict nbval over every notebook (twice: two CPU setups), book conventions, browser
+	$(PY) -m pytest
 
-notebooks:  ## re-execute every notebook and store its outputs (after changing lib or a lesson)
-	$(PYTHON) tools/execute_notebooks.py
+notebooks: setup  ## re-execute every notebook and store its outputs (after changing lib or a lesson)
+	$(PY) tools/execute_notebooks.py
 
-benchmarks:  ## print the benchmark tables
-	$(PYTHON) benchmarks/notebook_times.py
-	$(PYTHON) benchmarks/batchnorm_speed.py
+benchmarks: setup  ## print the benchmark tables
+	for script in benchmarks/*.py; do echo "== $$script"; $(PY) $$script; done
+
+lock:  ## regenerate requirements.txt from requirements.in (every distribution pinned, for Python 3.11 on x86-64 Linux)
+	$(PYTHON) -m venv .lock-tools
+	.lock-tools/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	.lock-tools/bin/uv pip compile requirements.in --output-file requirements.txt --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_28 --annotation-style line
+	@echo "requirements.txt regenerated: run 'make test', then commit both files"

@@ -1,7 +1,7 @@
 """The book's conventions, checked on the stored notebooks (no execution, no build):
 every notebook is in the table of contents, starts with the Colab setup cell for the
-repository and branch named in _config.yml, states learning objectives, is stored executed
-top to bottom without errors, gives every figure alt text, and each chapter has a quiz
+repository and branch named in _config.yml that then pins the CPU's float rounding, states
+learning objectives, is stored executed top to bottom without errors, gives every figure alt text, and each chapter has a quiz
 of at least 8 questions and at least 3 exercises with solutions."""
 import re
 from pathlib import Path
@@ -52,6 +52,13 @@ def test_first_cell_installs_lib_on_colab_from_the_configured_repository(path):
     assert '"google.colab" in sys.modules' in first.source
     assert f"git+{url}@{branch}" in first.source
     assert "torch" not in first.source, "the Colab cell must keep Colab's own torch"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_first_cell_pins_the_cpu_numerics_before_numpy_or_torch_load(path):
+    first = read(path).cells[0].source
+    assert first.rstrip().endswith("pin_cpu_numerics()"), "the first cell must end by pinning (lib.reproducible)"
+    assert "numpy" not in first and "import torch" not in first
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
