@@ -23,12 +23,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from lib.reproducible import CPU_SETTINGS  # noqa: E402  (imports neither NumPy nor torch)
 
-# Two machines as the libraries would see them. Machine B takes the other code path of each
-# library that this CPU can run: a real AVX-512 machine differs in the same places.
+# Two machines as the libraries would see them. Machine B takes another code path of each
+# library that this CPU can run: a real AVX-512 machine differs in the same places. (MKL:
+# machine A takes MKL's automatic choice; on an AMD CPU every named branch but COMPATIBLE
+# falls back to it, so B takes the AVX path, which an Intel CPU would run for real.)
 MACHINE_A = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AUTO", "OPENBLAS_CORETYPE": "Zen",
              "NPY_DISABLE_CPU_FEATURES": "", "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2",
              "OPENBLAS_NUM_THREADS": "2"}
-MACHINE_B = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE", "OPENBLAS_CORETYPE": "Sandybridge",
+MACHINE_B = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "AVX", "OPENBLAS_CORETYPE": "Sandybridge",
              "NPY_DISABLE_CPU_FEATURES": "X86_V3", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
              "OPENBLAS_NUM_THREADS": "1"}
 THREADS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")

@@ -31,8 +31,11 @@ import warnings
 CPU_SETTINGS = {
     # torch's kernels: the portable build on every CPU instead of the AVX2 or AVX-512 variant.
     "ATEN_CPU_CAPABILITY": "default",
-    # MKL's conditional numerical reproducibility: the AVX2 code path on every CPU that has it.
-    "MKL_CBWR": "AVX2",
+    # MKL's conditional numerical reproducibility. COMPATIBLE is its one branch that gives the
+    # same results on Intel and AMD CPUs alike; with any other branch, a non-Intel CPU falls back
+    # to AUTO. (Measured: with "AVX2", an AMD AVX2 and an Intel AVX-512 machine still trained to
+    # different weights.) It costs about 3x on a matrix product; the book's networks are small.
+    "MKL_CBWR": "COMPATIBLE",
     # oneDNN (torch's convolutions): no instructions beyond AVX2.
     "ONEDNN_MAX_CPU_ISA": "AVX2",
     # OpenBLAS (NumPy's matrix multiply): the AVX2 (Haswell) kernels on every CPU.

@@ -92,10 +92,10 @@ def test_the_reproducibility_module_loads_neither_numpy_nor_torch():
 
 
 # The same notebooks, run again as if on another CPU: each library's own choice is set to the
-# other code path this CPU can run (torch's AVX2 kernels, MKL's compatible path, OpenBLAS's
+# other code path this CPU can run (torch's AVX2 kernels, MKL's automatic choice, OpenBLAS's
 # Sandybridge kernels, NumPy without its AVX2 loops, two threads). Without the notebooks' pin,
 # these change trained accuracies in the third digit (benchmarks/cpu_numerics.py shows which).
-OTHER_CPU = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE", "OPENBLAS_CORETYPE": "Sandybridge",
+OTHER_CPU = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AUTO", "OPENBLAS_CORETYPE": "Sandybridge",
              "NPY_DISABLE_CPU_FEATURES": "X86_V3", "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2",
              "OPENBLAS_NUM_THREADS": "2"}
 
