@@ -23,6 +23,11 @@ def _is_tensor(x) -> bool:
 
 def _all_finite(x) -> bool:
     if _is_tensor(x):
+        if torch._C._functorch.is_batchedtensor(x):
+            # Inside torch.vmap, x stands for k tensors at once (one per vmapped model), so
+            # "all finite" is k answers, not one Python bool, and asking raises. The check is
+            # skipped there; lib.train.train_seeds watches each model's loss instead.
+            return True
         return bool(torch.isfinite(x).all())
     return bool(np.isfinite(x).all())
 

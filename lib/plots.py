@@ -5,6 +5,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from lib.checks import check_array, check_choice
+from lib.train import mean_spread, metric_over_seeds
 
 METRIC_LABELS = {
     "val_acc": "validation accuracy",
@@ -15,18 +16,46 @@ METRIC_LABELS = {
 
 
 def plot_learning_curves(histories: dict, metric: str = "val_acc", ax=None, title: str | None = None):
-    """One curve per run: ``histories`` maps a label to a ``lib.train.History``."""
+    """One curve per run: ``histories`` maps a label to a ``lib.train.History``.
+
+    A label may also map to a list of histories, one per seed (as ``train_seeds`` returns):
+    that run is drawn as its mean curve with a band of ± one spread (``plot_mean_band``).
+    """
     check_choice("metric", metric, tuple(METRIC_LABELS))
     if not histories:
         raise ValueError("histories: expected at least one run")
     ax = ax or plt.subplots(figsize=(6, 4))[1]
     for label, history in histories.items():
-        ax.plot(history.steps, getattr(history, metric), label=label)
+        if isinstance(history, (list, tuple)):
+            plot_mean_band(history, metric, ax=ax, label=label)
+        else:
+            ax.plot(history.steps, getattr(history, metric), label=label)
     ax.set_xlabel("training step")
     ax.set_ylabel(METRIC_LABELS[metric])
     ax.set_title(title or f"{METRIC_LABELS[metric].capitalize()} during training")
     ax.grid(alpha=0.3)
     ax.legend()
+    return ax
+
+
+def plot_mean_band(histories: list, metric: str = "val_acc", ax=None, label: str | None = None, color=None):
+    """Mean curve of ``metric`` over k seeds, shaded ± one spread around it, on ``ax``.
+
+    The spread is the sample standard deviation across the seeds (ddof=1), as in
+    ``lib.train.mean_spread``; k ≥ 2. The label says how many seeds, and how many of them
+    diverged: a diverged run has no values after it stopped, so the curve ends there.
+    Returns ``ax``, axes labelled; title and legend are left to the caller (``plot_learning_curves``).
+    """
+    check_choice("metric", metric, tuple(METRIC_LABELS))
+    steps, values = metric_over_seeds(histories, metric)
+    mean, std = mean_spread(values)
+    ax = ax or plt.subplots(figsize=(6, 4))[1]
+    diverged = sum(history.diverged for history in histories)
+    seeds = f"mean ± std over {len(histories)} seeds" + (f", {diverged} diverged" if diverged else "")
+    (line,) = ax.plot(steps, mean, color=color, label=f"{label} ({seeds})" if label else seeds)
+    ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.25, linewidth=0)
+    ax.set_xlabel("training step")
+    ax.set_ylabel(METRIC_LABELS[metric])
     return ax
 
 

@@ -1,19 +1,26 @@
 """A small torch training loop: step-based, with evaluation, progress bar and history.
 
-Every chapter trains through this one function, so train/eval mode, device placement
-and bookkeeping are written once. Experiments stay comparable: two runs with the same
-seed see the same mini-batches in the same order.
+Every chapter trains through ``train``, so train/eval mode, device placement and
+bookkeeping are written once. Experiments stay comparable: two runs with the same seed
+see the same mini-batches in the same order. ``train_seeds`` trains k seeds of one
+experiment at once, as one batched model, and ``mean_spread`` / ``format_mean_spread`` /
+``metric_over_seeds`` report a result as mean ± spread over those seeds.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from lib.checks import check_int
+from lib.checks import check_array, check_choice, check_int
 from lib.data import Splits, TensorBatches, to_tensors
+from lib.device import set_seed
+
+METRICS = ("train_loss", "train_acc", "val_loss", "val_acc")
 
 
 @dataclass
@@ -62,6 +69,51 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return total_loss / len(x), correct / len(x)
 
 
+def _check_schedule(steps, epochs, batch_size: int, eval_every: int, n_train: int) -> int:
+    """Check the length and rhythm of a run; return its number of steps (``epochs`` converted)."""
+    if (steps is None) == (epochs is None):
+        raise ValueError("steps, epochs: give exactly one of them")
+    check_int("batch_size", batch_size, minimum=1)
+    check_int("eval_every", eval_every, minimum=1)
+    if epochs is not None:
+        steps = check_int("epochs", epochs, minimum=1) * (n_train // batch_size)
+    return check_int("steps", steps, minimum=1)
+
+
+def _splits_on(data: Splits, model: nn.Module, device):
+    """Training and validation tensors ``(x, y)`` on ``device``, features in the model's dtype."""
+    dtype = next(model.parameters()).dtype
+    return to_tensors(data.x_train, data.y_train, device, dtype), to_tensors(data.x_val, data.y_val, device, dtype)
+
+
+def _take_record(history: History, model: nn.Module, step: int, running: tuple, train_split, val_split, record):
+    """Append one entry to every list of ``history``.
+
+    ``running = (loss_sum, correct, count)`` sums the mini-batches since the previous record;
+    at step 0 (``count == 0``) no batch has been seen, so the whole training split is evaluated.
+    ``record(model)`` runs in eval mode without gradients, so it never updates batch-norm
+    running statistics. The model is left in training mode.
+    """
+    loss_sum, correct, count = running
+    history.steps.append(step)
+    if count:
+        history.train_loss.append(loss_sum / count)
+        history.train_acc.append(correct / count)
+    else:
+        loss, acc = evaluate(model, *train_split)
+        history.train_loss.append(loss)
+        history.train_acc.append(acc)
+    val_loss, val_acc = evaluate(model, *val_split)
+    history.val_loss.append(val_loss)
+    history.val_acc.append(val_acc)
+    if record is not None:
+        model.eval()
+        with torch.no_grad():
+            for key, value in record(model).items():
+                history.extra.setdefault(key, []).append(value)
+    model.train()
+
+
 def train(
     model: nn.Module,
     data: Splits,
@@ -83,44 +135,19 @@ def train(
     mode, without gradients); it returns
     a dict of numbers or arrays that is appended to ``history.extra``. Training stops early,
     with ``history.diverged = True``, if the loss becomes NaN or infinite.
+    Features are converted to the dtype of the model's parameters (float32 unless the model
+    was made ``.double()``). ``seed`` fixes the order of the mini-batches.
     """
-    if (steps is None) == (epochs is None):
-        raise ValueError("steps, epochs: give exactly one of them")
-    check_int("batch_size", batch_size, minimum=1)
-    check_int("eval_every", eval_every, minimum=1)
-    if epochs is not None:
-        steps = check_int("epochs", epochs, minimum=1) * (len(data.y_train) // batch_size)
-    check_int("steps", steps, minimum=1)
+    steps = _check_schedule(steps, epochs, batch_size, eval_every, len(data.y_train))
     device = device or next(model.parameters()).device
     model.to(device)
-    x_train, y_train = to_tensors(data.x_train, data.y_train, device)
-    x_val, y_val = to_tensors(data.x_val, data.y_val, device)
-    batches = iter(TensorBatches(x_train, y_train, batch_size, seed=seed))
+    train_split, val_split = _splits_on(data, model, device)
+    batches = iter(TensorBatches(*train_split, batch_size, seed=seed))
 
     history = History()
     running_loss, running_correct, running_count = 0.0, 0, 0
-
-    def take_record(step):
-        history.steps.append(step)
-        if running_count:
-            history.train_loss.append(running_loss / running_count)
-            history.train_acc.append(running_correct / running_count)
-        else:  # step 0: no batch seen yet, so evaluate on the whole training split
-            loss, acc = evaluate(model, x_train, y_train)
-            history.train_loss.append(loss)
-            history.train_acc.append(acc)
-        val_loss, val_acc = evaluate(model, x_val, y_val)
-        history.val_loss.append(val_loss)
-        history.val_acc.append(val_acc)
-        if record is not None:
-            model.eval()  # so that recording never updates batch-norm running statistics
-            with torch.no_grad():
-                for key, value in record(model).items():
-                    history.extra.setdefault(key, []).append(value)
-            model.train()
-
     model.train()
-    take_record(0)
+    _take_record(history, model, 0, (0.0, 0, 0), train_split, val_split, record)
     bar = tqdm(range(1, steps + 1), desc=description, disable=not progress, mininterval=0.5)
     for step in bar:
         x, y = next(batches)
@@ -136,12 +163,193 @@ def train(
         running_correct += (logits.argmax(dim=1) == y).sum().item()
         running_count += len(y)
         if step % eval_every == 0 or step == steps:
-            take_record(step)
+            running = (running_loss, running_correct, running_count)
+            _take_record(history, model, step, running, train_split, val_split, record)
             bar.set_postfix(val_acc=f"{history.val_acc[-1]:.3f}")
             running_loss, running_correct, running_count = 0.0, 0, 0
     bar.close()
     model.train()
     return history
+
+
+def _check_seeds(seeds) -> list:
+    """``seeds`` as a list of distinct integers >= 0."""
+    if not isinstance(seeds, (list, tuple, range)):
+        raise TypeError(f"seeds: expected a list of integers, got {type(seeds).__name__}")
+    if len(seeds) == 0:
+        raise ValueError("seeds: expected at least one seed, got none")
+    seeds = [check_int(f"seeds[{index}]", seed, minimum=0) for index, seed in enumerate(seeds)]
+    repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+    if repeated:
+        raise ValueError(f"seeds: expected distinct seeds, got {repeated} more than once")
+    return seeds
+
+
+def _build_models(build_model, seeds: list) -> list:
+    """One model per seed: ``set_seed(seed)``, then ``build_model()``. All must have the same parameters."""
+    if isinstance(build_model, nn.Module) or not callable(build_model):  # a model is callable, but not a builder
+        raise TypeError(f"build_model: expected a function that returns a new model, got {type(build_model).__name__}")
+    models = []
+    for seed in seeds:
+        set_seed(seed)
+        model = build_model()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"build_model: expected it to return an nn.Module, got {type(model).__name__}")
+        if any(model is other for other in models):
+            raise ValueError("build_model: returned the same model twice; it must build a new one on every call")
+        models.append(model)
+    shapes = [[(name, p.shape) for name, p in model.named_parameters()] for model in models]
+    if any(shape != shapes[0] for shape in shapes):
+        raise ValueError("build_model: expected models with the same parameter names and shapes for every seed")
+    return models
+
+
+class StackedModels:
+    """k models of one architecture, held as stacked tensors and run as one with ``torch.vmap``.
+
+    ``params`` and ``buffers`` map each name to a ``(k, ...)`` tensor whose entry i is model
+    i's. The parameters are new leaf tensors, to hand to an optimizer; the k ``models`` are
+    not touched until ``copy_to_model`` writes entry i back into model i.
+    """
+
+    def __init__(self, models: list):
+        self.models = models
+        self.params, self.buffers = torch.func.stack_module_state(models)
+        # vmap runs one_model on entry i of every argument, for all i at once. Buffers are
+        # batched too, so batch norm updates each model's own running statistics in place.
+        # randomness="different": each model draws its own dropout masks.
+        self._all_models = torch.vmap(self._one_model, randomness="different")
+
+    def _one_model(self, params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
+        # models[0] only lends its code: functional_call swaps the given tensors in for the
+        # call and puts its own back afterwards.
+        return torch.func.functional_call(self.models[0], (params, buffers), (x,))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits: x (k, B, D), model i on its own batch x[i] → (k, B, C)."""
+        with warnings.catch_warnings():
+            # lib's BatchNorm updates its running statistics with lerp_, which vmap has no
+            # batching rule for: it falls back to a loop over the k models (correct, slower).
+            warnings.filterwarnings("ignore", message="There is a performance drop because we have not yet")
+            return self._all_models(self.params, self.buffers, x)
+
+    @torch.no_grad()
+    def copy_to_model(self, index: int) -> nn.Module:
+        """Write entry ``index`` of every stacked parameter and buffer into model ``index``; return it."""
+        model = self.models[index]
+        for name, tensor in model.named_parameters():
+            tensor.copy_(self.params[name][index])
+        for name, tensor in model.named_buffers():
+            tensor.copy_(self.buffers[name][index])
+        return model
+
+
+def _next_batches(streams: list):
+    """One mini-batch from each seed's stream, stacked: x (k, B, D), y (k, B)."""
+    xs, ys = zip(*(next(stream) for stream in streams))
+    return torch.stack(xs), torch.stack(ys)
+
+
+def train_seeds(
+    build_model,
+    data: Splits,
+    make_optimizer,
+    seeds,
+    steps: int | None = None,
+    epochs: int | None = None,
+    batch_size: int = 64,
+    eval_every: int = 100,
+    device=None,
+    record=None,
+    progress: bool = True,
+    description: str = "training",
+) -> tuple[list, list]:
+    """Train one model per seed, all k at once as one batched computation; return ``(models, histories)``.
+
+    ``models[i]`` and ``histories[i]`` belong to ``seeds[i]``. Seed s gets what ``train``
+    would give it: ``set_seed(s)`` then ``build_model()`` (its own initialization), and its
+    own mini-batch order (``TensorBatches(..., seed=s)``); its numbers equal a separate
+    ``train`` run up to rounding (batched kernels add in another order). Dropout masks are
+    the exception: they are drawn for all models at once, so they differ from a separate run's.
+
+    ``make_optimizer(params)`` gets a list of stacked parameters, each ``(k, ...)``, and
+    returns a torch optimizer, e.g. ``lambda params: torch.optim.SGD(params, lr=0.1)``. It
+    must act elementwise, as SGD, momentum, weight decay, Adam, AdamW and RMSprop do; one
+    that takes a norm over a whole tensor (LARS, clipping by norm) would mix the seeds.
+
+    Every ``eval_every`` steps (and at step 0) each seed's weights are copied into its own
+    model, which is evaluated and passed to ``record`` exactly as in ``train``. A seed whose
+    loss becomes NaN or infinite gets ``diverged = True`` and keeps that moment's weights;
+    the others go on. Forward hooks on the models fire only in evaluation and ``record``:
+    the batched steps run ``models[0]``'s code under vmap with the stacked tensors swapped in.
+    """
+    seeds = _check_seeds(seeds)
+    if not callable(make_optimizer):
+        raise TypeError(f"make_optimizer: expected a function of a parameter list, got {type(make_optimizer).__name__}")
+    steps = _check_schedule(steps, epochs, batch_size, eval_every, len(data.y_train))
+    models = _build_models(build_model, seeds)
+    device = device or next(models[0].parameters()).device
+    for model in models:
+        model.to(device).train()
+    train_split, val_split = _splits_on(data, models[0], device)
+    streams = [iter(TensorBatches(*train_split, batch_size, seed=seed)) for seed in seeds]
+    stacked = StackedModels(models)
+    optimizer = make_optimizer(list(stacked.params.values()))
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"make_optimizer: expected it to return a torch optimizer, got {type(optimizer).__name__}")
+
+    histories = [History() for _ in seeds]
+    alive = torch.ones(len(seeds), dtype=torch.bool, device=device)
+    # Sums since the previous record, one entry per seed, kept on the device (no .item() per
+    # seed and step); in float64, so that they add up exactly as train's Python floats do.
+    loss_sums = torch.zeros(len(seeds), dtype=torch.float64, device=device)
+    correct = torch.zeros(len(seeds), dtype=torch.int64, device=device)
+    count = 0
+
+    def take_records(step):
+        for index, history in enumerate(histories):
+            if not history.diverged:
+                running = (loss_sums[index].item(), correct[index].item(), count)
+                _take_record(history, stacked.copy_to_model(index), step, running, train_split, val_split, record)
+
+    take_records(0)
+    bar = tqdm(range(1, steps + 1), desc=description, disable=not progress, mininterval=0.5)
+    for step in bar:
+        x, y = _next_batches(streams)                                                  # (k, B, D), (k, B)
+        logits = stacked(x)                                                            # (k, B, C)
+        losses = nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
+        losses = losses.view(y.shape).mean(dim=1)                                      # (k,): each model's mean loss
+        diverging = alive & ~torch.isfinite(losses)
+        if diverging.any():
+            for index in diverging.nonzero().flatten().tolist():
+                histories[index].diverged = True
+                stacked.copy_to_model(index)  # it keeps this moment's state, as in train
+            alive &= ~diverging
+            if not alive.any():
+                break
+        # Why one backward gives each model exactly its own update: d(sum of losses)/d(loss i) = 1,
+        # and loss i depends only on entry i of each stacked parameter, so entry i of the
+        # gradient is model i's own gradient. SGD, momentum, weight decay and Adam act
+        # elementwise, so entry i is then updated exactly as a separate optimizer would.
+        # For the same reason a diverged model needs no masking: the sum's gradient with respect
+        # to each loss is 1, NaN or not, so its NaNs stay in its own entries.
+        optimizer.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        optimizer.step()
+        with torch.no_grad():
+            loss_sums += losses.to(torch.float64) * y.shape[1]
+            correct += (logits.argmax(dim=2) == y).sum(dim=1)
+        count += y.shape[1]
+        if step % eval_every == 0 or step == steps:
+            take_records(step)
+            bar.set_postfix(val_acc=f"{np.mean([h.val_acc[-1] for h in histories if not h.diverged]):.3f}")
+            loss_sums.zero_(), correct.zero_()
+            count = 0
+    bar.close()
+    for index, history in enumerate(histories):
+        if not history.diverged:
+            stacked.copy_to_model(index)
+    return models, histories
 
 
 def accuracy_on_test(model: nn.Module, data: Splits, device=None) -> float:
@@ -150,3 +358,50 @@ def accuracy_on_test(model: nn.Module, data: Splits, device=None) -> float:
     x_test, y_test = to_tensors(data.x_test, data.y_test, device)
     return evaluate(model, x_test, y_test)[1]
 
+
+# ---------------------------------------------------------------------------------------
+# Reporting over seeds: mean ± spread
+# ---------------------------------------------------------------------------------------
+
+def mean_spread(values):
+    """Mean and spread over seeds: ``values`` (k,) → ``(mean, std)`` floats; (k, T) → two (T,) arrays.
+
+    The spread is the sample standard deviation across the k seeds (``ddof=1``, divided by
+    k − 1): how far one run typically lands from the mean. It needs k ≥ 2. (The mean itself
+    is known more precisely, to about std / √k.) NaN (a run that diverged) gives NaN.
+    """
+    values = check_array("values", np.asarray(values, dtype=float), ndim=(1, 2), finite=False)
+    if len(values) < 2:
+        raise ValueError(f"values: need at least 2 seeds to estimate a spread, got {len(values)}")
+    mean, std = values.mean(axis=0), values.std(axis=0, ddof=1)
+    return (float(mean), float(std)) if values.ndim == 1 else (mean, std)
+
+
+def format_mean_spread(values, digits: int = 3) -> str:
+    """One number per seed, ``values`` (k,), as ``"0.623 ± 0.012"``: mean ± sample std (ddof=1).
+
+    For a final metric take ``metric_over_seeds(histories)[1][:, -1]``: a diverged run's
+    entry is NaN there (``history.final()`` would give its last value before it diverged).
+    """
+    check_int("digits", digits, minimum=0)
+    mean, std = mean_spread(np.asarray(values, dtype=float).reshape(-1))
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def metric_over_seeds(histories: list, metric: str = "val_acc"):
+    """One metric of k runs as an array: ``(steps (T,), values (k, T))``, for a mean curve with a band.
+
+    The runs must have recorded at the same steps (as ``train_seeds`` gives them). A run that
+    diverged stopped recording early; its missing entries are NaN, so that a mean over seeds
+    is NaN from there on rather than silently the mean of the survivors.
+    """
+    check_choice("metric", metric, METRICS)
+    if len(histories) == 0:
+        raise ValueError("histories: expected at least one run")
+    steps = max((history.steps for history in histories), key=len)
+    values = np.full((len(histories), len(steps)), np.nan)
+    for index, history in enumerate(histories):
+        if history.steps != steps[: len(history.steps)]:
+            raise ValueError(f"histories: run {index} recorded at other steps than the longest run")
+        values[index, : len(history.steps)] = getattr(history, metric)
+    return np.asarray(steps), values

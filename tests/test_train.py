@@ -1,13 +1,23 @@
+import copy
+
+import matplotlib
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from lib.data import Splits
-from lib.device import get_device, set_seed
-from lib.models import mlp
-from lib.normalization import BatchNorm
-from lib.train import accuracy_on_test, evaluate, train
+matplotlib.use("Agg")
+
+from lib.data import Splits  # noqa: E402
+from lib.device import get_device, set_seed  # noqa: E402
+from lib.initialization import ActivationRecorder  # noqa: E402
+from lib.models import mlp  # noqa: E402
+from lib.normalization import BatchNorm  # noqa: E402
+from lib.plots import plot_learning_curves, plot_mean_band  # noqa: E402
+from lib.train import (  # noqa: E402
+    History, StackedModels, accuracy_on_test, evaluate, format_mean_spread, mean_spread, metric_over_seeds, train,
+    train_seeds,
+)
 
 
 def blobs(n=300, seed=0):
@@ -123,3 +133,206 @@ def test_tune_for_small_models_uses_one_cpu_thread():
         torch.set_num_threads(before)
     with pytest.raises(TypeError, match="device: expected a torch.device"):
         tune_for_small_models("cpu")
+
+
+# ---------------------------------------------------------------------------------------
+# train_seeds: k seeds as one batched model
+# ---------------------------------------------------------------------------------------
+
+SEEDS = [3, 0, 7]  # not sorted: results must come back in the order asked for
+NORMS = {"no norm": None, "nn.BatchNorm1d": nn.BatchNorm1d, "lib BatchNorm": BatchNorm}
+OPTIMIZERS = {
+    "SGD momentum": lambda params: torch.optim.SGD(params, lr=0.05, momentum=0.9),
+    "Adam weight decay": lambda params: torch.optim.Adam(params, lr=0.01, weight_decay=1e-3),
+}
+FIT = dict(steps=100, batch_size=20, eval_every=40, progress=False)
+
+
+def float64_mlp(norm):
+    return lambda: mlp([4, 16, 16, 3], nn.Tanh, norm).double()
+
+
+def separate_run(build_model, make_optimizer, seed, device=None, **kw):
+    set_seed(seed)
+    model = build_model()
+    history = train(model, blobs(), make_optimizer(list(model.parameters())), seed=seed, device=device, **FIT, **kw)
+    return model, history
+
+
+def assert_close(actual, expected):
+    actual, expected = np.asarray(actual, dtype=float), np.asarray(expected, dtype=float)
+    np.testing.assert_allclose(actual, expected, rtol=1e-10, atol=1e-12)
+
+
+def assert_same_run(model, history, ref_model, ref_history):
+    assert history.steps == ref_history.steps and history.diverged == ref_history.diverged
+    for metric in ("train_loss", "train_acc", "val_loss", "val_acc"):
+        assert_close(getattr(history, metric), getattr(ref_history, metric))
+    for key in ref_history.extra:
+        assert_close(history.extra[key], ref_history.extra[key])
+    state, ref_state = model.state_dict(), ref_model.state_dict()  # parameters and running statistics
+    assert state.keys() == ref_state.keys()
+    for name in ref_state:
+        assert_close(state[name].cpu(), ref_state[name].cpu())
+
+
+@pytest.mark.parametrize("norm", NORMS.values(), ids=NORMS.keys())
+@pytest.mark.parametrize("make_optimizer", OPTIMIZERS.values(), ids=OPTIMIZERS.keys())
+def test_each_seed_matches_a_separate_run(norm, make_optimizer):
+    def record(model):
+        return {"weight_norm": float(model[0].weight.norm())}
+
+    models, histories = train_seeds(float64_mlp(norm), blobs(), make_optimizer, SEEDS, record=record, **FIT)
+    for seed, model, history in zip(SEEDS, models, histories):
+        assert_same_run(model, history, *separate_run(float64_mlp(norm), make_optimizer, seed, record=record))
+    assert histories[0].final() > 0.9 and models[0].training
+
+
+@pytest.mark.parametrize("norm", [nn.BatchNorm1d, BatchNorm], ids=["nn.BatchNorm1d", "lib BatchNorm"])
+def test_running_statistics_are_each_models_own(norm):
+    models, _ = train_seeds(float64_mlp(norm), blobs(), OPTIMIZERS["SGD momentum"], SEEDS, **FIT)
+    means = [model[1].running_mean for model in models]
+    assert not torch.equal(means[0], means[1]) and not torch.equal(means[0], torch.zeros_like(means[0]))
+    for seed, model in zip(SEEDS, models):
+        ref_model, _ = separate_run(float64_mlp(norm), OPTIMIZERS["SGD momentum"], seed)
+        assert_close(model[1].running_mean, ref_model[1].running_mean)
+        assert_close(model[1].running_var, ref_model[1].running_var)
+
+
+def test_record_gets_each_real_model_in_eval_mode():
+    seen = []
+
+    def record(model):
+        seen.append((model, model.training, torch.is_grad_enabled()))
+        stats = model[1].running_mean.clone()
+        with ActivationRecorder(model, (nn.ReLU,)) as recorder:  # forward hooks work on the real module
+            model(torch.randn(10, 4) * 100)
+        assert torch.equal(stats, model[1].running_mean)
+        return {"activation_mean": float(recorder.activations[0].mean())}
+
+    models, histories = train_seeds(lambda: mlp([4, 16, 3], nn.ReLU, BatchNorm), blobs(),
+                                    lambda params: torch.optim.SGD(params, lr=0.1), [0, 1], record=record, **FIT)
+    assert [history.steps for history in histories] == [[0, 40, 80, 100]] * 2
+    assert [entry[1:] for entry in seen] == [(False, False)] * 8
+    assert [entry[0] for entry in seen[:2]] == models  # both seeds' own modules, in seed order
+    assert all(len(history.extra["activation_mean"]) == 4 for history in histories)
+
+
+def test_dropout_trains_with_different_masks_per_model():
+    def build():
+        return nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Dropout(0.5), nn.Linear(32, 3))
+
+    models, histories = train_seeds(build, blobs(), lambda params: torch.optim.SGD(params, lr=0.1), [0, 1, 2],
+                                    steps=150, batch_size=20, eval_every=50, progress=False)
+    assert all(history.final() > 0.9 for history in histories)
+    stacked = StackedModels([copy.deepcopy(models[0]) for _ in range(3)])  # three identical models
+    out = stacked(torch.randn(1, 20, 4).expand(3, 20, 4))  # one batch, shown to all three
+    assert not torch.equal(out[0], out[1]) and not torch.equal(out[1], out[2])
+
+
+def infinite_weight_in_second_model(norm):
+    """A builder whose second call returns a model with an infinite weight in its output layer."""
+    calls = []
+
+    def build():
+        model = float64_mlp(norm)()
+        calls.append(model)
+        if len(calls) == 2:
+            with torch.no_grad():
+                model[-1].weight[0, 0] = float("inf")
+        return model
+    return build
+
+
+@pytest.mark.parametrize("norm", [None, BatchNorm], ids=["no norm", "lib BatchNorm"])
+def test_a_diverging_seed_leaves_the_others_alone(norm):
+    make_optimizer = OPTIMIZERS["Adam weight decay"]
+    models, histories = train_seeds(infinite_weight_in_second_model(norm), blobs(), make_optimizer, SEEDS, **FIT)
+    assert [history.diverged for history in histories] == [False, True, False]
+    assert histories[1].steps == [0] and np.isnan(histories[1].val_loss[0])
+    assert torch.isinf(models[1][-1].weight[0, 0])  # it keeps its weights of the moment it diverged
+    for index in (0, 2):
+        assert_same_run(models[index], histories[index], *separate_run(float64_mlp(norm), make_optimizer, SEEDS[index]))
+
+
+def test_train_seeds_translates_epochs_to_steps():
+    _, histories = train_seeds(lambda: mlp([4, 8, 3]), blobs(), lambda params: torch.optim.SGD(params, lr=0.1),
+                               [0, 1], epochs=2, batch_size=20, eval_every=5, progress=False)
+    assert [history.steps[-1] for history in histories] == [2 * (200 // 20)] * 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_train_seeds_on_cuda_matches_separate_runs():
+    cuda = torch.device("cuda")
+    make_optimizer = OPTIMIZERS["Adam weight decay"]
+    models, histories = train_seeds(float64_mlp(BatchNorm), blobs(), make_optimizer, SEEDS, device=cuda, **FIT)
+    assert all(p.device.type == "cuda" for model in models for p in model.parameters())
+    for seed, model, history in zip(SEEDS, models, histories):
+        assert_same_run(model, history, *separate_run(float64_mlp(BatchNorm), make_optimizer, seed, device=cuda))
+
+
+def sgd(params):
+    return torch.optim.SGD(params, lr=0.1)
+
+
+def seeds_call(build=lambda: mlp([4, 3]), make_optimizer=sgd, seeds=(0, 1), **kw):
+    return lambda: train_seeds(build, blobs(), make_optimizer, seeds, **{"steps": 5, "progress": False, **kw})
+
+
+@pytest.mark.parametrize("call,error,match", [
+    (seeds_call(seeds=[]), ValueError, r"seeds: expected at least one seed"),
+    (seeds_call(seeds=[1, 2, 1]), ValueError, r"seeds: expected distinct seeds, got \[1\]"),
+    (seeds_call(seeds=[0, 1.5]), TypeError, r"seeds\[1\]: expected an integer"),
+    (seeds_call(seeds=[0, -1]), ValueError, r"seeds\[1\]: expected an integer >= 0"),
+    (seeds_call(seeds=3), TypeError, r"seeds: expected a list of integers"),
+    (seeds_call(steps=None), ValueError, r"steps, epochs: give exactly one"),
+    (seeds_call(epochs=1), ValueError, r"steps, epochs: give exactly one"),
+    (seeds_call(steps=0), ValueError, r"steps: expected an integer >= 1"),
+    (seeds_call(batch_size=0), ValueError, r"batch_size"),
+    (seeds_call(eval_every=0), ValueError, r"eval_every"),
+    (seeds_call(build=mlp([4, 3])), TypeError, r"build_model: expected a function"),
+    (seeds_call(build=lambda: "model"), TypeError, r"build_model: expected it to return an nn.Module"),
+    (seeds_call(build=lambda model=mlp([4, 3]): model), ValueError, r"build_model: returned the same model twice"),
+    (seeds_call(build=lambda widths=iter([5, 6]): mlp([4, next(widths), 3])), ValueError, r"build_model: .* same"),
+    (seeds_call(make_optimizer=None), TypeError, r"make_optimizer: expected a function"),
+    (seeds_call(make_optimizer=lambda params: params), TypeError, r"make_optimizer: expected it to return"),
+    (lambda: mean_spread([0.5]), ValueError, r"values: need at least 2 seeds"),
+    (lambda: mean_spread(np.ones((2, 2, 2))), ValueError, r"values: expected 1 or 2 dimensions"),
+    (lambda: format_mean_spread([0.5, 0.6], digits=-1), ValueError, r"digits"),
+    (lambda: metric_over_seeds([]), ValueError, r"histories: expected at least one run"),
+    (lambda: metric_over_seeds([History()], metric="acc"), ValueError, r"metric: expected one of"),
+    (lambda: metric_over_seeds([History([0, 1], val_acc=[0, 0]), History([0, 2], val_acc=[0, 0])]), ValueError,
+     r"histories: run 1 recorded at other steps"),
+])
+def test_train_seeds_and_summaries_reject_bad_input(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_mean_spread_is_the_sample_standard_deviation():
+    mean, std = mean_spread([0.60, 0.62, 0.64])
+    assert mean == pytest.approx(0.62) and std == pytest.approx(0.02)  # divided by k - 1 = 2
+    assert format_mean_spread([0.60, 0.62, 0.64]) == "0.620 ± 0.020"
+    means, stds = mean_spread(np.array([[1.0, 2.0], [3.0, 2.0]]))
+    np.testing.assert_allclose(means, [2.0, 2.0])
+    np.testing.assert_allclose(stds, [np.sqrt(2), 0.0])
+
+
+def test_metric_over_seeds_pads_a_diverged_run_with_nan():
+    full = History(steps=[0, 10, 20], val_acc=[0.1, 0.5, 0.9])
+    stopped = History(steps=[0, 10], val_acc=[0.2, 0.4], diverged=True)
+    steps, values = metric_over_seeds([full, stopped])
+    np.testing.assert_array_equal(steps, [0, 10, 20])
+    np.testing.assert_array_equal(values, [[0.1, 0.5, 0.9], [0.2, 0.4, np.nan]])
+
+
+def test_mean_band_plot_and_learning_curves_take_lists_of_histories():
+    import matplotlib.pyplot as plt
+    runs = [History(steps=[0, 10, 20], val_acc=[0.1 + d, 0.5 + d, 0.9 - d]) for d in (0.0, 0.05, 0.1)]
+    ax = plot_mean_band(runs, label="SGD")
+    assert ax.lines[0].get_label() == "SGD (mean ± std over 3 seeds)" and len(ax.collections) == 1
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), [0.15, 0.55, 0.85])
+    ax = plot_learning_curves({"three seeds": runs, "one run": runs[0]})
+    assert [line.get_label() for line in ax.lines] == ["three seeds (mean ± std over 3 seeds)", "one run"]
+    assert ax.get_xlabel() and ax.get_ylabel() and ax.get_title()
+    plt.close("all")
