@@ -2,9 +2,11 @@
 
 Core modules, shared by every chapter:
   - ``lib.checks``: argument checks with messages that name the argument
+  - ``lib.reproducible``: ``pin_cpu_numerics``, the same float rounding on every x86-64 CPU
   - ``lib.device``: ``set_seed``, ``get_device``
   - ``lib.data``: MNIST-1D generated locally, splits, ``Standardizer``, batches
-  - ``lib.train``: the torch training loop and its ``History``
+  - ``lib.train``: the torch training loop and its ``History``; ``train_seeds`` trains several
+    seeds at once as one batched model, and ``mean_spread`` reports them
   - ``lib.plots``: learning curves, per-layer histograms, percentile bands
   - ``lib.quiz``: quizzes kept as data, shown with jupyterquiz
   - ``lib.gradcheck``: the numeric gradient checker (arrays, layers, models with dict parameters)
