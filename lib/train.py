@@ -4,7 +4,8 @@ Every chapter trains through ``train``, so train/eval mode, device placement and
 bookkeeping are written once. Experiments stay comparable: two runs with the same seed
 see the same mini-batches in the same order. ``train_seeds`` trains k seeds of one
 experiment at once, as one batched model, and ``mean_spread`` / ``format_mean_spread`` /
-``metric_over_seeds`` report a result as mean ± spread over those seeds.
+``metric_over_seeds`` / ``final_over_seeds`` report a result as mean ± spread over those
+seeds; ``compare_over_seeds`` applies the book's rule for calling one result better.
 """
 from __future__ import annotations
 
@@ -380,8 +381,8 @@ def mean_spread(values):
 def format_mean_spread(values, digits: int = 3) -> str:
     """One number per seed, ``values`` (k,), as ``"0.623 ± 0.012"``: mean ± sample std (ddof=1).
 
-    For a final metric take ``metric_over_seeds(histories)[1][:, -1]``: a diverged run's
-    entry is NaN there (``history.final()`` would give its last value before it diverged).
+    For a final metric take ``final_over_seeds(histories)``: a diverged run's entry is NaN
+    there (``history.final()`` would give its last value before it diverged).
     """
     check_int("digits", digits, minimum=0)
     mean, std = mean_spread(np.asarray(values, dtype=float).reshape(-1))
@@ -405,3 +406,47 @@ def metric_over_seeds(histories: list, metric: str = "val_acc"):
             raise ValueError(f"histories: run {index} recorded at other steps than the longest run")
         values[index, : len(history.steps)] = getattr(history, metric)
     return np.asarray(steps), values
+
+
+def final_over_seeds(histories: list, metric: str = "val_acc") -> np.ndarray:
+    """Each run's last recorded ``metric``, shape (k,); NaN for a run that diverged before the end."""
+    return metric_over_seeds(histories, metric)[1][:, -1]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Two configurations compared over seeds by the book's rule (see ``compare_over_seeds``)."""
+
+    difference: float   # mean of a minus mean of b
+    margin: float       # spread of a plus spread of b: what the difference must exceed to count
+    verdict: str        # "<a> higher", "<b> higher", "no difference at this scale" or "not comparable: ..."
+
+    def __str__(self) -> str:
+        return f"{self.difference:+.3f}, spreads added {self.margin:.3f}: {self.verdict}"
+
+
+def compare_over_seeds(a, b, names=("a", "b"), larger: str = "higher") -> Comparison:
+    """Compare one number per seed of two configurations, ``a`` (k_a,) and ``b`` (k_b,).
+
+    The book's rule: a is ``larger`` than b when ``mean_a − mean_b > spread_a + spread_b``
+    (spread: the sample std over seeds, as ``mean_spread`` gives it), and the other way
+    round; a smaller difference is "no difference at this scale". Adding the spreads is
+    stricter than a t-test at these few seeds, on purpose: a claim that survives it does
+    not hang on one lucky seed. A NaN (a diverged run, or a threshold never reached)
+    makes the two not comparable by this rule.
+    """
+    if not (isinstance(names, (tuple, list)) and len(names) == 2 and all(isinstance(n, str) for n in names)):
+        raise TypeError(f"names: expected two strings, got {names!r}")
+    if not isinstance(larger, str):
+        raise TypeError(f"larger: expected a string such as 'higher', got {type(larger).__name__}")
+    (mean_a, spread_a), (mean_b, spread_b) = mean_spread(a), mean_spread(b)
+    difference, margin = mean_a - mean_b, spread_a + spread_b
+    if np.isnan(difference) or np.isnan(margin):
+        verdict = "not comparable: some seeds have no value (diverged, or never reached it)"
+    elif difference > margin:
+        verdict = f"{names[0]} {larger}"
+    elif -difference > margin:
+        verdict = f"{names[1]} {larger}"
+    else:
+        verdict = "no difference at this scale"
+    return Comparison(difference, margin, verdict)

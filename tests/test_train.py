@@ -15,7 +15,8 @@ from lib.models import mlp  # noqa: E402
 from lib.normalization import BatchNorm  # noqa: E402
 from lib.plots import plot_learning_curves, plot_mean_band  # noqa: E402
 from lib.train import (  # noqa: E402
-    History, StackedModels, accuracy_on_test, evaluate, format_mean_spread, mean_spread, metric_over_seeds, train,
+    History, StackedModels, accuracy_on_test, compare_over_seeds, evaluate, final_over_seeds, format_mean_spread, mean_spread,
+    metric_over_seeds, train,
     train_seeds,
 )
 
@@ -303,6 +304,9 @@ def seeds_call(build=lambda: mlp([4, 3]), make_optimizer=sgd, seeds=(0, 1), **kw
     (lambda: metric_over_seeds([History()], metric="acc"), ValueError, r"metric: expected one of"),
     (lambda: metric_over_seeds([History([0, 1], val_acc=[0, 0]), History([0, 2], val_acc=[0, 0])]), ValueError,
      r"histories: run 1 recorded at other steps"),
+    (lambda: compare_over_seeds([1, 2], [3, 4], names="ab"), TypeError, r"names: expected two strings"),
+    (lambda: compare_over_seeds([1, 2], [3, 4], larger=1), TypeError, r"larger: expected a string"),
+    (lambda: compare_over_seeds([1], [3, 4]), ValueError, r"values: need at least 2 seeds"),
 ])
 def test_train_seeds_and_summaries_reject_bad_input(call, error, match):
     with pytest.raises(error, match=match):
@@ -316,6 +320,25 @@ def test_mean_spread_is_the_sample_standard_deviation():
     means, stds = mean_spread(np.array([[1.0, 2.0], [3.0, 2.0]]))
     np.testing.assert_allclose(means, [2.0, 2.0])
     np.testing.assert_allclose(stds, [np.sqrt(2), 0.0])
+
+
+def test_compare_over_seeds_applies_the_spreads_added_rule():
+    # means 0.5 and 0.3, spreads 0.1 and 0.05: a difference of 0.2 > 0.15 counts
+    result = compare_over_seeds([0.4, 0.5, 0.6], [0.25, 0.3, 0.35], names=("BN", "plain"))
+    assert result.difference == pytest.approx(0.2) and result.margin == pytest.approx(0.15)
+    assert result.verdict == "BN higher" and str(result) == "+0.200, spreads added 0.150: BN higher"
+    assert compare_over_seeds([0.25, 0.3, 0.35], [0.4, 0.5, 0.6], names=("x", "y")).verdict == "y higher"
+    # a difference of 0.1 inside spreads of 0.15 does not count
+    assert compare_over_seeds([0.3, 0.4, 0.5], [0.25, 0.3, 0.35]).verdict == "no difference at this scale"
+    assert compare_over_seeds([100, 200], [300, 400], larger="later").verdict == "b later"
+    assert compare_over_seeds([0.1, np.nan], [0.2, 0.3]).verdict.startswith("not comparable")
+
+
+def test_final_over_seeds_is_the_last_value_and_nan_after_divergence():
+    full = History(steps=[0, 10, 20], val_acc=[0.1, 0.5, 0.9], train_loss=[2.0, 1.0, 0.5])
+    stopped = History(steps=[0, 10], val_acc=[0.2, 0.4], train_loss=[2.0, 9.0], diverged=True)
+    np.testing.assert_array_equal(final_over_seeds([full, stopped]), [0.9, np.nan])
+    np.testing.assert_array_equal(final_over_seeds([full, full], "train_loss"), [0.5, 0.5])
 
 
 def test_metric_over_seeds_pads_a_diverged_run_with_nan():
