@@ -12,6 +12,9 @@ path can be checked against it:
 - A uniform U(−b, b) has variance b²/3, so the uniform variants use b = √3 · std.
 - Gains: 1 for linear and sigmoid, 5/3 for tanh, √2 for relu, √(2/(1+a²)) for leaky_relu
   with negative slope a, 3/4 for selu.
+
+During training, ``WeightRatioRecorder`` tracks Karpathy's diagnostics: per layer and step,
+the grad:data ratio std(∂L/∂W)/std(W) and the update:data ratio std(ΔW)/std(W).
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ NONLINEARITIES = ("linear", "sigmoid", "tanh", "relu", "leaky_relu", "selu")
 MODES = ("fan_in", "fan_out")
 METHODS = ("zeros", "constant", "normal", "uniform", "xavier_normal", "xavier_uniform",
            "kaiming_normal", "kaiming_uniform")
+WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 # ---------------------------------------------------------------------------------------
@@ -154,7 +158,7 @@ def init_(tensor: torch.Tensor, method: str, generator: torch.Generator | None =
 
 def init_model_(model: nn.Module, method: str, generator: torch.Generator | None = None, **options) -> nn.Module:
     """Initialize the weight of every Linear and Conv layer of ``model`` by ``method``; zero their biases."""
-    layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))]
+    layers = [m for m in model.modules() if isinstance(m, WEIGHT_LAYERS)]
     if not layers:
         raise ValueError("model: has no Linear or Conv layer to initialize")
     for layer in layers:
@@ -280,3 +284,57 @@ class ActivationRecorder:
             handle.remove()
         self._handles = []
         return False
+
+
+class WeightRatioRecorder:
+    """Karpathy's training-time diagnostics for the weight of every Linear and Conv layer.
+
+    At every step it records, per layer, the grad:data ratio std(∂L/∂W) / std(W) and the
+    update:data ratio std(ΔW) / std(W), where ΔW is the change the optimizer's step made
+    (lr · ∂L/∂W for plain SGD; with momentum or Adam, whatever they did). An update:data
+    ratio near 1e-3 is the usual healthy range; far below it, the layer barely moves. Call
+    ``step(optimizer)`` in place of ``optimizer.step()``, after ``loss.backward()``::
+
+        recorder = WeightRatioRecorder(model)
+        for x, y in batches:
+            optimizer.zero_grad()
+            loss_fn(model(x), y).backward()
+            recorder.step(optimizer)
+        recorder.update_to_data   # (steps, layers)
+
+    A weight whose entries are all equal (a zero-initialized layer) has std 0: its ratios are inf or NaN.
+    """
+
+    def __init__(self, model: nn.Module):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model: expected a torch module, got {type(model).__name__}")
+        self.weights = [m.weight for m in model.modules() if isinstance(m, WEIGHT_LAYERS)]
+        if not self.weights:
+            raise ValueError("model: has no Linear or Conv layer whose weight could be tracked")
+        self._grad_to_data, self._update_to_data = [], []
+
+    @torch.no_grad()
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Record the grad:data ratios, take ``optimizer``'s step, record the update:data ratios."""
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"optimizer: expected a torch optimizer, got {type(optimizer).__name__}")
+        missing = [index for index, w in enumerate(self.weights) if w.grad is None]
+        if missing:
+            raise ValueError(f"model: the weights of layers {missing} have no gradient; call loss.backward() first")
+        before = [w.detach().clone() for w in self.weights]
+        scales = torch.stack([w.std() for w in before])
+        grads = torch.stack([w.grad.std() for w in self.weights])
+        optimizer.step()
+        updates = torch.stack([(w - old).std() for w, old in zip(self.weights, before)])
+        self._grad_to_data.append((grads / scales).cpu().numpy())
+        self._update_to_data.append((updates / scales).cpu().numpy())
+
+    @property
+    def grad_to_data(self) -> np.ndarray:
+        """std(∂L/∂W) / std(W): one row per recorded step, one column per layer, (steps, layers)."""
+        return np.array(self._grad_to_data).reshape(-1, len(self.weights))
+
+    @property
+    def update_to_data(self) -> np.ndarray:
+        """std(ΔW) / std(W) of each step's change: (steps, layers)."""
+        return np.array(self._update_to_data).reshape(-1, len(self.weights))

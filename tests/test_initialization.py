@@ -10,8 +10,8 @@ from torch import nn
 
 from lib.gradcheck import check_layer_gradients
 from lib.initialization import (
-    ActivationRecorder, calculate_gain, compute_fans, deep_backward, deep_forward, init_, init_model_,
-    initialize, kaiming_std, layer_statistics, xavier_std,
+    ActivationRecorder, WeightRatioRecorder, calculate_gain, compute_fans, deep_backward, deep_forward, init_,
+    init_model_, initialize, kaiming_std, layer_statistics, xavier_std,
 )
 
 SHAPES = [(3, 5), (64, 16), (10, 1), (8, 4, 3, 3), (2, 6, 5), (16, 3, 1, 7)]
@@ -146,6 +146,45 @@ def test_activation_recorder_matches_the_numpy_forward_and_backward(rng):
     assert not model[1]._forward_hooks  # hooks removed on exit
 
 
+def _recorded_steps(optimizer_factory, steps=3):
+    """A small conv + linear model trained ``steps`` steps under a WeightRatioRecorder, and a copy
+    of every weight and gradient around each step, for checking the ratios directly."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(2, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 6, 4))
+    optimizer = optimizer_factory(model.parameters())
+    recorder = WeightRatioRecorder(model)
+    weights = [model[0].weight, model[3].weight]
+    seen = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        model(torch.randn(5, 2, 8)).square().mean().backward()
+        before = [w.detach().clone() for w in weights]
+        grads = [w.grad.clone() for w in weights]
+        recorder.step(optimizer)
+        seen.append((before, grads, [w.detach().clone() for w in weights]))
+    return recorder, seen
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_weight_ratio_recorder_against_direct_computation(momentum):
+    recorder, seen = _recorded_steps(lambda params: torch.optim.SGD(params, lr=0.1, momentum=momentum))
+    assert recorder.grad_to_data.shape == recorder.update_to_data.shape == (3, 2)
+    for step, (before, grads, after) in enumerate(seen):
+        for layer in range(2):
+            scale = before[layer].std()
+            assert recorder.grad_to_data[step, layer] == pytest.approx((grads[layer].std() / scale).item(), rel=1e-6)
+            change = (after[layer] - before[layer]).std() / scale
+            assert recorder.update_to_data[step, layer] == pytest.approx(change.item(), rel=1e-6)
+    # Plain SGD's update is lr · grad, so update:data = lr · grad:data (momentum too, on its first step).
+    first = 1 if momentum else 3
+    assert recorder.update_to_data[:first] == pytest.approx(0.1 * recorder.grad_to_data[:first], rel=1e-4)
+
+
+def test_weight_ratio_recorder_starts_empty():
+    recorder = WeightRatioRecorder(nn.Linear(3, 2))
+    assert recorder.grad_to_data.shape == recorder.update_to_data.shape == (0, 1)
+
+
 # --------------------------------------------------------------------------------------
 # Bad inputs
 # --------------------------------------------------------------------------------------
@@ -175,6 +214,11 @@ def test_activation_recorder_matches_the_numpy_forward_and_backward(rng):
     (lambda: layer_statistics([np.ones((2, 2))], [np.ones((2, 2))] * 2), ValueError, r"gradients: expected 1 layers"),
     (lambda: layer_statistics([np.array([[np.nan]])]), ValueError, r"activations\[0\]: contains NaN"),
     (lambda: ActivationRecorder(nn.Sequential(nn.Linear(2, 2)), (nn.Tanh,)), ValueError, r"model: has no module of types \['Tanh'\]"),
+    (lambda: WeightRatioRecorder("model"), TypeError, r"model: expected a torch module"),
+    (lambda: WeightRatioRecorder(nn.Sequential(nn.ReLU())), ValueError, r"model: has no Linear or Conv layer"),
+    (lambda: WeightRatioRecorder(nn.Linear(2, 2)).step(0.1), TypeError, r"optimizer: expected a torch optimizer"),
+    (lambda: WeightRatioRecorder(nn.Linear(2, 2)).step(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)),
+     ValueError, r"model: the weights of layers \[0\] have no gradient; call loss.backward\(\) first"),
 ])
 def test_initialization_rejects_bad_input(call, error, match):
     with pytest.raises(error, match=match):
