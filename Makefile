@@ -1,5 +1,6 @@
 # The README's two commands: `make book` and `make test`. Both first install the locked
-# environment (requirements.txt) into .venv, once, and again whenever the lock changes.
+# environment (requirements.txt) into .venv and MathJax (package-lock.json) into node_modules,
+# once, and again whenever a lock changes.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -7,9 +8,15 @@ UV_VERSION := 0.13.9
 
 .PHONY: setup book test notebooks benchmarks lock
 
-setup: $(VENV)/.installed  ## the locked environment in .venv, lib editable, the browser test's assets
-	@if command -v npm >/dev/null 2>&1; then npm ci --silent --no-audit --no-fund --prefix tests/browser; \
-	else echo "npm not found: the browser test will be skipped (install Node.js to run it)"; fi
+setup: $(VENV)/.installed node_modules/.installed  ## the locked environment in .venv, lib editable, the book's MathJax
+
+# MathJax, pinned by package-lock.json: the book serves it from its own files (_ext/offline_mathjax.py)
+# so that the HTML book works with no network.
+node_modules/.installed: package.json package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "npm not found: the book serves MathJax from its own files," \
+		"which npm installs from package-lock.json. Install Node.js." >&2; exit 1; }
+	npm ci --silent --no-audit --no-fund
+	touch $@
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
