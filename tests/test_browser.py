@@ -1,12 +1,16 @@
-"""Build the book, serve it on 127.0.0.1, and read it in headless Chromium as a reader would:
-answer quiz questions and see their feedback; no JavaScript errors on any chapter page.
+"""Build the book, serve it on 127.0.0.1, and read it in headless Chromium as a reader with no
+network would: answer quiz questions and see their feedback; on every chapter page, no request
+beyond the local server (MathJax comes from the book's own files), formulas typeset, and no
+JavaScript errors. A static check covers what every built page loads.
 
 Chromium comes from Debian's packages (.ci/run installs it). Without it these tests are
 skipped on a reader's machine, but fail in CI (CI=true), where they must run.
 """
 import functools
+import html.parser
 import http.server
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -71,41 +75,28 @@ def browser():
         browser.close()
 
 
-MATHJAX_CDN = "https://cdn.jsdelivr.net/npm/mathjax@3/"
-MATHJAX_LOCAL = ROOT / "tests" / "browser" / "node_modules" / "mathjax"
+def open_page(browser, server, path):
+    """Open ``path`` as a reader with no network would, and wait for MathJax to typeset it.
 
-
-def serve_offline(route):
-    """Pages load from the local server; MathJax, which the book takes from a CDN, from the copy
-    that tests/browser/package.json pins (npm ci --prefix tests/browser). Anything else from the
-    network is refused, so a page that needs more than that shows up as an error."""
-    url = route.request.url
-    if url.startswith("http://127.0.0.1"):
-        return route.continue_()
-    if url.startswith(MATHJAX_CDN):
-        local = MATHJAX_LOCAL / url[len(MATHJAX_CDN):].split("?")[0]
-        if local.is_file():
-            return route.fulfill(path=str(local))
-    return route.abort()
-
-
-@pytest.fixture(scope="module")
-def mathjax():
-    if not (MATHJAX_LOCAL / "es5" / "tex-mml-chtml.js").is_file():
-        if os.environ.get("CI"):
-            pytest.fail("MathJax for the browser test is missing: .ci/run runs npm ci --prefix tests/browser")
-        pytest.skip("run `npm ci --prefix tests/browser` (or make setup) to install the browser test's MathJax")
-
-
-def open_page(browser, url):
-    """Open ``url``; return the page and the list that collects its JavaScript errors."""
+    Return the page, the list of its JavaScript errors, and the list of requests that tried
+    to leave the local server: those are aborted, so a page that needs the network shows
+    both an entry there and, usually, errors."""
     page = browser.new_page()
-    errors = []
+    errors, outside = [], []
     page.on("pageerror", lambda error: errors.append(f"uncaught: {error}"))
     page.on("console", lambda message: errors.append(f"console: {message.text}") if message.type == "error" else None)
-    page.route("**/*", serve_offline)
-    page.goto(url, wait_until="networkidle")
-    return page, errors
+
+    def local_only(route):
+        if route.request.url.startswith(server + "/"):
+            return route.continue_()
+        outside.append(route.request.url)
+        return route.abort()
+
+    page.route("**/*", local_only)
+    page.goto(f"{server}/{path}", wait_until="networkidle")
+    # window.MathJax is the page's configuration until MathJax loads, then MathJax itself.
+    page.evaluate("async () => { if (window.MathJax && MathJax.startup) await MathJax.startup.promise; }")
+    return page, errors, outside
 
 
 def test_the_book_builds_without_warnings(built_book):
@@ -114,8 +105,9 @@ def test_the_book_builds_without_warnings(built_book):
         assert (built_book / page).exists(), page
 
 
-def test_quiz_answers_show_their_feedback(browser, server, mathjax):
-    page, errors = open_page(browser, f"{server}/chapters/normalization/05_quiz_and_exercises.html")
+def test_quiz_answers_show_their_feedback(browser, server):
+    page, errors, outside = open_page(browser, server, "chapters/normalization/05_quiz_and_exercises.html")
+    assert outside == [], f"the quiz page asked the network for {outside}"
     quiz = page.locator(f"#{quiz_element_id('normalization')}")
     quiz.locator(".MCButton").first.wait_for(timeout=10_000)
     assert quiz.locator(".MultipleChoiceQn, .ManyChoiceQn").count() >= 8
@@ -131,18 +123,94 @@ def test_quiz_answers_show_their_feedback(browser, server, mathjax):
     feedback = second_question.locator(".Feedback")
     assert "incorrect" in feedback.get_attribute("class")
     assert "This is true" in feedback.inner_text()
-    assert errors == []
+    assert errors == [], errors
     page.close()
 
 
 @pytest.mark.parametrize("path", CHAPTER_PAGES)
-def test_chapter_pages_have_no_javascript_errors_and_alt_text_everywhere(browser, server, mathjax, path):
-    page, errors = open_page(browser, f"{server}/{path}")
+def test_chapter_pages_work_offline_with_their_math_typeset_and_alt_text_everywhere(browser, server, path):
+    page, errors, outside = open_page(browser, server, path)
     page.wait_for_timeout(300)  # let deferred scripts run
+    assert outside == [], f"{path} asked the network for {outside}"
     assert errors == [], errors
+    # MathJax puts an mjx-container into every formula it typesets (Sphinx marks them .math).
+    untypeset = page.locator("main .math:not(:has(mjx-container))")
+    assert untypeset.count() == 0, f"formulas MathJax did not typeset on {path}: {untypeset.all_inner_texts()[:3]}"
+    assert page.locator("mjx-merror").count() == 0, f"a TeX error on {path}"
     for image in page.locator("main img").all():
         assert (image.get_attribute("alt") or "").strip(), f"an image without alt text on {path}"
     page.close()
+
+
+def test_mathjax_typesets_with_its_own_fonts_from_the_book(browser, server):
+    """The check above is empty on a page without formulas; this page has many."""
+    page, errors, outside = open_page(browser, server, "chapters/normalization/02_batch_norm.html")
+    assert outside == [], f"the page asked the network for {outside}"
+    assert page.locator("main mjx-container").count() >= 10
+    fonts = page.evaluate("() => Array.from(document.fonts).filter(f => f.status === 'loaded').map(f => f.family)")
+    assert "MJXTEX-I" in fonts, f"MathJax's TeX italic font did not load: {fonts}"   # every variable is set in it
+    assert errors == [], errors
+    page.close()
+
+
+def built_pages(built_book):
+    """The book's HTML pages: everything but Sphinx's _static, _sources, _images (and hidden folders)."""
+    return sorted(p for p in built_book.rglob("*.html")
+                  if not any(part.startswith(("_", ".")) for part in p.relative_to(built_book).parts))
+
+
+class ResourceLinks(html.parser.HTMLParser):
+    """Collect the URLs a page loads: scripts, stylesheets, fonts (as <link>), images and frames."""
+    ATTRIBUTES = {"script": "src", "link": "href", "img": "src", "iframe": "src", "source": "src",
+                  "video": "src", "audio": "src", "embed": "src", "object": "data"}
+
+    def __init__(self):
+        super().__init__()
+        self.urls = []
+
+    def handle_starttag(self, tag, attrs):
+        url = dict(attrs).get(self.ATTRIBUTES.get(tag))
+        if url:
+            self.urls.append(url)
+
+
+def leaves_the_server(url):
+    return re.match(r"(https?:)?//", url.strip(), re.IGNORECASE) is not None
+
+
+CSS_URL = re.compile(r"""url\(\s*(['"]?)(.*?)\1\s*\)|@import\s+(['"])(.*?)\3""")
+
+
+def test_built_pages_load_nothing_from_outside_the_book(built_book):
+    """Statically, so that it holds for every page, also those the browser tests do not open:
+    no script, stylesheet, font, image or frame from another server, and every one of the
+    book's own is there. (Links the reader clicks, such as the repository's, may go anywhere.)"""
+    problems = []
+    pages = built_pages(built_book)
+    assert built_book / "chapters" / "normalization" / "02_batch_norm.html" in pages
+    for page in pages:
+        parser = ResourceLinks()
+        parser.feed(page.read_text(encoding="utf-8"))
+        for url in parser.urls:
+            if leaves_the_server(url):
+                problems.append(f"{page.relative_to(built_book)} loads {url}")
+            elif not url.startswith(("data:", "#")):
+                target = (page.parent / url.split("#")[0].split("?")[0]).resolve()
+                if not target.is_file():
+                    problems.append(f"{page.relative_to(built_book)} loads {url}, which the build does not have")
+    for stylesheet in (built_book / "_static").rglob("*.css"):
+        for match in CSS_URL.finditer(stylesheet.read_text(encoding="utf-8", errors="replace")):
+            url = match.group(2) or match.group(4) or ""
+            if leaves_the_server(url):
+                problems.append(f"{stylesheet.relative_to(built_book)} loads {url}")
+    assert problems == [], "\n".join(problems)
+
+
+def test_mathjax_is_served_from_the_book(built_book):
+    page = (built_book / "chapters" / "normalization" / "02_batch_norm.html").read_text(encoding="utf-8")
+    assert 'src="../../_static/mathjax/tex-mml-chtml.js' in page
+    fonts = built_book / "_static" / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2"
+    assert (fonts / "MathJax_Math-Italic.woff").is_file()
 
 
 @pytest.mark.parametrize("path", CHAPTER_PAGES)
