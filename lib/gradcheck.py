@@ -3,7 +3,9 @@
 The two-sided difference (f(θ+ε) − f(θ−ε)) / 2ε has error O(ε²), against O(ε) for the
 one-sided one, so with ε ≈ 1e-6 in float64 a correct backward pass agrees to about 1e-8
 or better. Agreement is measured with the relative error ‖a − b‖ / (‖a‖ + ‖b‖), which
-does not care how large the gradient is.
+does not care how large the gradient is. A norm over a whole block dilutes one bad entry,
+so every check also reports the largest element-wise relative error
+|a − b| / max(1e-8, |a| + |b|), the measure of the CS231n assignments.
 """
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ import numpy as np
 
 from lib.checks import check_array, check_int, check_positive
 
-# How to read a relative error (float64, no kinks nearby): below each threshold, its verdict.
+# How to read a block's relative error (float64, a shallow network, no kinks nearby): below each
+# threshold, its verdict. Rules of thumb: deeper networks and kinks raise a correct gradient's reading.
 READING = ((1e-7, "fine"), (1e-5, "look closer"), (1e-3, "suspicious"))
 
 
@@ -81,19 +84,38 @@ def relative_error(a: np.ndarray, b: np.ndarray) -> float:
     return 0.0 if denominator == 0 else float(np.linalg.norm(a - b) / denominator)
 
 
-@dataclass
+def elementwise_relative_error(a: np.ndarray, b: np.ndarray, floor: float = 1e-8) -> np.ndarray:
+    """|a − b| / max(floor, |a| + |b|), entry by entry; its maximum is the CS231n assignments' measure.
+
+    Unlike :func:`relative_error`, one bad entry reads high however many good ones surround it.
+    ``floor`` keeps entries where both gradients are (nearly) zero from dividing by zero.
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"a, b: expected the same shape, got {a.shape} and {b.shape}")
+    check_positive("floor", floor)
+    return np.abs(a - b) / np.maximum(floor, np.abs(a) + np.abs(b))
+
+
+@dataclass(eq=False)   # it holds arrays, which == cannot compare as a whole
 class GradCheckResult:
-    """The outcome of one check: the overall relative error and the entries that disagree most."""
+    """The outcome of one check: the block's relative error, the largest element-wise one, the
+    entries that disagree most, and the two gradients compared (the whole block, or for a sparse
+    check the sampled entries in the order they were drawn)."""
 
     name: str
     relative_error: float
+    elementwise_error: float  # the largest element-wise relative error
     worst: list  # (index, analytic, numeric, |difference|), largest difference first
+    analytic: np.ndarray
+    numeric: np.ndarray
 
     def passed(self, tolerance: float = 1e-7) -> bool:
         return self.relative_error < tolerance
 
     def report(self) -> str:
-        lines = [f"{self.name}: relative error {self.relative_error:.1e}"]
+        lines = [f"{self.name}: relative error {self.relative_error:.1e}, "
+                 f"largest element-wise {self.elementwise_error:.1e}"]
         for index, analytic, numeric, difference in self.worst:
             lines.append(f"  at {index}: analytic {analytic:+.6e}  numeric {numeric:+.6e}  |diff| {difference:.1e}")
         return "\n".join(lines)
@@ -103,7 +125,8 @@ class GradCheckResult:
 
 
 def compare_gradients(analytic: np.ndarray, numeric: np.ndarray, name: str = "grad", show: int = 3) -> GradCheckResult:
-    """Compare an analytic gradient with a numeric one: relative error plus the ``show`` worst entries."""
+    """Compare an analytic gradient with a numeric one: the relative error of the whole array, the
+    largest element-wise relative error, and the ``show`` entries with the largest differences."""
     check_array("analytic", analytic)
     check_array("numeric", numeric)
     if analytic.shape != numeric.shape:
@@ -116,7 +139,9 @@ def compare_gradients(analytic: np.ndarray, numeric: np.ndarray, name: str = "gr
          float(numeric.flat[flat]), float(difference.flat[flat]))
         for flat in order
     ]
-    return GradCheckResult(name, relative_error(analytic, numeric), worst)
+    return GradCheckResult(name, relative_error(analytic, numeric),
+                           float(elementwise_relative_error(analytic, numeric).max(initial=0.0)), worst,
+                           analytic, numeric)
 
 
 def check_layer_gradients(forward, inputs: dict, grads: dict, dout: np.ndarray, eps: float = 1e-6) -> dict:
@@ -166,7 +191,8 @@ def check_model_gradients(loss, params: dict, grads: dict, eps: float = 1e-6, nu
     ``loss()`` returns the scalar loss and must read ``params`` afresh (entries are perturbed
     in place and restored). ``grads[name]`` is the analytic gradient of ``params[name]``.
     With ``num_checks``, only that many random entries of each block are checked (a sparse
-    check for large parameters; ``rng`` chooses them). Returns {name: GradCheckResult}.
+    check for large parameters; ``rng`` chooses them): it catches a bug that spoils many
+    entries, and misses one confined to entries it did not draw. Returns {name: GradCheckResult}.
     """
     if set(grads) != set(params):
         raise ValueError(f"grads: expected the keys of params {sorted(params)}, got {sorted(grads)}")
@@ -187,16 +213,21 @@ def check_model_gradients(loss, params: dict, grads: dict, eps: float = 1e-6, nu
             flat = rng.choice(value.size, size=min(num_checks, value.size), replace=False)
             indices = [tuple(int(i) for i in np.unravel_index(f, value.shape)) for f in flat]
         numeric = np.array([_two_sided_difference(lambda: _as_scalar(loss()), value, index, eps) for index in indices])
-        chosen = np.array([analytic[index] for index in indices])
-        result = compare_gradients(chosen, numeric, name=name, show=show)
-        result.worst = [(indices[i[0]], a, n, d) for i, a, n, d in result.worst]  # report the entries' own indices
-        results[name] = result
+        if num_checks is None:   # every entry: compare the whole block, shaped like the parameter
+            results[name] = compare_gradients(analytic.copy(), numeric.reshape(value.shape), name=name, show=show)
+        else:                    # the sampled entries, in the order drawn
+            chosen = np.array([analytic[index] for index in indices])
+            result = compare_gradients(chosen, numeric, name=name, show=show)
+            result.worst = [(indices[i[0]], a, n, d) for i, a, n, d in result.worst]  # the entries' own indices
+            results[name] = result
     return results
 
 
 def reading(relative: float) -> str:
-    """How to read a relative error: 'fine' below 1e-7, 'look closer' below 1e-5, 'suspicious'
-    below 1e-3, and 'a bug' above (rules of thumb for float64 with kinks absent)."""
+    """How to read a block's relative error: 'fine' below 1e-7, 'look closer' below 1e-5, 'suspicious'
+    below 1e-3, and 'a bug' above. Rules of thumb for float64, a shallow network and no kinks
+    nearby: depth and kinks raise a correct gradient's reading, and a block's norm can dilute
+    one bad entry (see :func:`elementwise_relative_error`)."""
     for threshold, verdict in READING:
         if relative < threshold:
             return verdict
