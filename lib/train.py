@@ -6,6 +6,7 @@ see the same mini-batches in the same order. ``train_seeds`` trains k seeds of o
 experiment at once, as one batched model, and ``mean_spread`` / ``format_mean_spread`` /
 ``metric_over_seeds`` / ``final_over_seeds`` report a result as mean ± spread over those
 seeds; ``compare_over_seeds`` applies the book's rule for calling one result better.
+``SeedwiseSGD`` gives each seed of one batched run its own learning rate.
 """
 from __future__ import annotations
 
@@ -351,6 +352,36 @@ def train_seeds(
         if not history.diverged:
             stacked.copy_to_model(index)
     return models, histories
+
+
+class SeedwiseSGD(torch.optim.Optimizer):
+    """Plain SGD, p ← p − lr · grad, with its own learning rate for each seed of a ``train_seeds`` run.
+
+    ``train_seeds`` hands the optimizer every parameter stacked over the k seeds, shape
+    (k, ...), entry i belonging to seed i; ``lrs[i]`` is seed i's rate. So one batched run
+    can train several learning rates, each with its own seeds. The update is elementwise,
+    so the seeds never mix. Use ``torch.optim.SGD`` when all seeds share one rate.
+    """
+
+    def __init__(self, params, lrs):
+        super().__init__(params, defaults={})
+        lrs = np.asarray(lrs, dtype=float)
+        if lrs.ndim != 1 or len(lrs) == 0 or not np.all(np.isfinite(lrs)) or np.any(lrs < 0):
+            raise ValueError(f"lrs: expected one finite rate >= 0 per seed, got {lrs.tolist()}")
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.dim() == 0 or p.shape[0] != len(lrs):
+                    raise ValueError(f"lrs: got {len(lrs)} rates, but a parameter of shape {tuple(p.shape)} "
+                                     f"is stacked over {p.shape[0] if p.dim() else 0} seeds")
+        self.lrs = torch.as_tensor(lrs, dtype=torch.float64)
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    rate = self.lrs.to(p.device, p.dtype).view(-1, *[1] * (p.dim() - 1))   # (k, 1, ...): one rate per seed
+                    p.sub_(rate * p.grad)
 
 
 def accuracy_on_test(model: nn.Module, data: Splits, device=None) -> float:

@@ -15,7 +15,7 @@ from lib.models import mlp  # noqa: E402
 from lib.normalization import BatchNorm  # noqa: E402
 from lib.plots import plot_learning_curves, plot_mean_band  # noqa: E402
 from lib.train import (  # noqa: E402
-    History, StackedModels, accuracy_on_test, compare_over_seeds, evaluate, final_over_seeds, format_mean_spread, mean_spread,
+    History, SeedwiseSGD, StackedModels, accuracy_on_test, compare_over_seeds, evaluate, final_over_seeds, format_mean_spread, mean_spread,
     metric_over_seeds, train,
     train_seeds,
 )
@@ -304,6 +304,9 @@ def seeds_call(build=lambda: mlp([4, 3]), make_optimizer=sgd, seeds=(0, 1), **kw
     (lambda: metric_over_seeds([History()], metric="acc"), ValueError, r"metric: expected one of"),
     (lambda: metric_over_seeds([History([0, 1], val_acc=[0, 0]), History([0, 2], val_acc=[0, 0])]), ValueError,
      r"histories: run 1 recorded at other steps"),
+    (lambda: SeedwiseSGD([torch.zeros(2, 3, requires_grad=True)], lrs=[0.1, -1.0]), ValueError, r"lrs: expected one finite"),
+    (lambda: SeedwiseSGD([torch.zeros(2, 3, requires_grad=True)], lrs=[0.1, 0.2, 0.3]), ValueError,
+     r"lrs: got 3 rates, but a parameter of shape \(2, 3\) is stacked over 2 seeds"),
     (lambda: compare_over_seeds([1, 2], [3, 4], names="ab"), TypeError, r"names: expected two strings"),
     (lambda: compare_over_seeds([1, 2], [3, 4], larger=1), TypeError, r"larger: expected a string"),
     (lambda: compare_over_seeds([1], [3, 4]), ValueError, r"values: need at least 2 seeds"),
@@ -332,6 +335,27 @@ def test_compare_over_seeds_applies_the_spreads_added_rule():
     assert compare_over_seeds([0.3, 0.4, 0.5], [0.25, 0.3, 0.35]).verdict == "no difference at this scale"
     assert compare_over_seeds([100, 200], [300, 400], larger="later").verdict == "b later"
     assert compare_over_seeds([0.1, np.nan], [0.2, 0.3]).verdict.startswith("not comparable")
+
+
+def test_seedwise_sgd_moves_each_seed_as_torch_sgd_with_its_rate():
+    generator = torch.Generator().manual_seed(0)
+    weights, grads = torch.randn(2, 3, 4, generator=generator, dtype=torch.float64), torch.randn(2, 3, 4, generator=generator, dtype=torch.float64)
+    stacked = weights.clone().requires_grad_()
+    stacked.grad = grads.clone()
+    SeedwiseSGD([stacked], lrs=[0.1, 0.5]).step()
+    for index, lr in enumerate([0.1, 0.5]):
+        single = weights[index].clone().requires_grad_()
+        single.grad = grads[index].clone()
+        torch.optim.SGD([single], lr=lr).step()
+        torch.testing.assert_close(stacked[index].detach(), single.detach())
+
+
+def test_seedwise_sgd_trains_each_seed_as_a_separate_run_at_its_rate():
+    lrs = [0.05, 0.2]
+    models, histories = train_seeds(float64_mlp(None), blobs(), lambda params: SeedwiseSGD(params, lrs), SEEDS[:2], **FIT)
+    for seed, lr, model, history in zip(SEEDS, lrs, models, histories):
+        reference = separate_run(float64_mlp(None), lambda params: torch.optim.SGD(params, lr=lr), seed)
+        assert_same_run(model, history, *reference)
 
 
 def test_final_over_seeds_is_the_last_value_and_nan_after_divergence():
