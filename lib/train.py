@@ -6,7 +6,7 @@ see the same mini-batches in the same order. ``train_seeds`` trains k seeds of o
 experiment at once, as one batched model, and ``mean_spread`` / ``format_mean_spread`` /
 ``metric_over_seeds`` / ``final_over_seeds`` report a result as mean ± spread over those
 seeds; ``compare_over_seeds`` applies the book's rule for calling one result better.
-``SeedwiseSGD`` gives each seed of one batched run its own learning rate.
+``SeedwiseSGD`` gives each seed of one batched run its own learning rate and weight decay.
 """
 from __future__ import annotations
 
@@ -355,33 +355,46 @@ def train_seeds(
 
 
 class SeedwiseSGD(torch.optim.Optimizer):
-    """Plain SGD, p ← p − lr · grad, with its own learning rate for each seed of a ``train_seeds`` run.
+    """Plain SGD with its own learning rate, and weight decay, for each seed of a ``train_seeds`` run.
 
     ``train_seeds`` hands the optimizer every parameter stacked over the k seeds, shape
-    (k, ...), entry i belonging to seed i; ``lrs[i]`` is seed i's rate. So one batched run
-    can train several learning rates, each with its own seeds. The update is elementwise,
-    so the seeds never mix. Use ``torch.optim.SGD`` when all seeds share one rate.
+    (k, ...), entry i belonging to seed i; ``lrs[i]`` is seed i's rate and
+    ``weight_decays[i]`` (default 0) its λ. Each step is torch.optim.SGD's:
+    p ← p − lr · (grad + λ · p), with λ on every parameter, biases included, as
+    ``SGD(weight_decay=λ)`` does. So one batched run can train several rates or decays,
+    each with its own seeds. The update is elementwise, so the seeds never mix. Use
+    ``torch.optim.SGD`` when all seeds share one rate and one decay.
     """
 
-    def __init__(self, params, lrs):
+    def __init__(self, params, lrs, weight_decays=None):
         super().__init__(params, defaults={})
-        lrs = np.asarray(lrs, dtype=float)
-        if lrs.ndim != 1 or len(lrs) == 0 or not np.all(np.isfinite(lrs)) or np.any(lrs < 0):
-            raise ValueError(f"lrs: expected one finite rate >= 0 per seed, got {lrs.tolist()}")
+        self.lrs = self._one_per_seed("lrs", lrs, "rate")
+        self.weight_decays = self._one_per_seed("weight_decays", [0.0] * len(self.lrs) if weight_decays is None
+                                                else weight_decays, "decay")
+
+    def _one_per_seed(self, name: str, values, what: str) -> torch.Tensor:
+        values = np.asarray(values, dtype=float)
+        if values.ndim != 1 or len(values) == 0 or not np.all(np.isfinite(values)) or np.any(values < 0):
+            raise ValueError(f"{name}: expected one finite {what} >= 0 per seed, got {values.tolist()}")
         for group in self.param_groups:
             for p in group["params"]:
-                if p.dim() == 0 or p.shape[0] != len(lrs):
-                    raise ValueError(f"lrs: got {len(lrs)} rates, but a parameter of shape {tuple(p.shape)} "
+                if p.dim() == 0 or p.shape[0] != len(values):
+                    raise ValueError(f"{name}: got {len(values)} values, but a parameter of shape {tuple(p.shape)} "
                                      f"is stacked over {p.shape[0] if p.dim() else 0} seeds")
-        self.lrs = torch.as_tensor(lrs, dtype=torch.float64)
+        return torch.as_tensor(values, dtype=torch.float64)
 
     @torch.no_grad()
     def step(self):
         for group in self.param_groups:
             for p in group["params"]:
-                if p.grad is not None:
-                    rate = self.lrs.to(p.device, p.dtype).view(-1, *[1] * (p.dim() - 1))   # (k, 1, ...): one rate per seed
-                    p.sub_(rate * p.grad)
+                if p.grad is None:
+                    continue
+                per_seed = (-1, *[1] * (p.dim() - 1))   # (k, 1, ...): one value per seed
+                rate = self.lrs.to(p.device, p.dtype).view(per_seed)
+                gradient = p.grad
+                if self.weight_decays.any():   # skipped at 0: 0 · p would still turn an infinite p into NaN
+                    gradient = gradient + self.weight_decays.to(p.device, p.dtype).view(per_seed) * p
+                p.sub_(rate * gradient)
 
 
 def accuracy_on_test(model: nn.Module, data: Splits, device=None) -> float:

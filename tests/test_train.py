@@ -306,7 +306,9 @@ def seeds_call(build=lambda: mlp([4, 3]), make_optimizer=sgd, seeds=(0, 1), **kw
      r"histories: run 1 recorded at other steps"),
     (lambda: SeedwiseSGD([torch.zeros(2, 3, requires_grad=True)], lrs=[0.1, -1.0]), ValueError, r"lrs: expected one finite"),
     (lambda: SeedwiseSGD([torch.zeros(2, 3, requires_grad=True)], lrs=[0.1, 0.2, 0.3]), ValueError,
-     r"lrs: got 3 rates, but a parameter of shape \(2, 3\) is stacked over 2 seeds"),
+     r"lrs: got 3 values, but a parameter of shape \(2, 3\) is stacked over 2 seeds"),
+    (lambda: SeedwiseSGD([torch.zeros(2, 3, requires_grad=True)], lrs=[0.1, 0.1], weight_decays=[0.1]), ValueError,
+     r"weight_decays: got 1 values"),
     (lambda: compare_over_seeds([1, 2], [3, 4], names="ab"), TypeError, r"names: expected two strings"),
     (lambda: compare_over_seeds([1, 2], [3, 4], larger=1), TypeError, r"larger: expected a string"),
     (lambda: compare_over_seeds([1], [3, 4]), ValueError, r"values: need at least 2 seeds"),
@@ -337,17 +339,19 @@ def test_compare_over_seeds_applies_the_spreads_added_rule():
     assert compare_over_seeds([0.1, np.nan], [0.2, 0.3]).verdict.startswith("not comparable")
 
 
-def test_seedwise_sgd_moves_each_seed_as_torch_sgd_with_its_rate():
+@pytest.mark.parametrize("weight_decays", [None, [0.0, 0.01]])
+def test_seedwise_sgd_moves_each_seed_as_torch_sgd_with_its_rate_and_decay(weight_decays):
     generator = torch.Generator().manual_seed(0)
-    weights, grads = torch.randn(2, 3, 4, generator=generator, dtype=torch.float64), torch.randn(2, 3, 4, generator=generator, dtype=torch.float64)
+    weights = torch.randn(2, 3, 4, generator=generator, dtype=torch.float64)
+    grads = torch.randn(2, 3, 4, generator=generator, dtype=torch.float64)
     stacked = weights.clone().requires_grad_()
     stacked.grad = grads.clone()
-    SeedwiseSGD([stacked], lrs=[0.1, 0.5]).step()
+    SeedwiseSGD([stacked], lrs=[0.1, 0.5], weight_decays=weight_decays).step()
     for index, lr in enumerate([0.1, 0.5]):
         single = weights[index].clone().requires_grad_()
         single.grad = grads[index].clone()
-        torch.optim.SGD([single], lr=lr).step()
-        torch.testing.assert_close(stacked[index].detach(), single.detach())
+        torch.optim.SGD([single], lr=lr, weight_decay=0.0 if weight_decays is None else weight_decays[index]).step()
+        torch.testing.assert_close(stacked[index].detach(), single.detach(), rtol=1e-14, atol=1e-15)
 
 
 def test_seedwise_sgd_trains_each_seed_as_a_separate_run_at_its_rate():
