@@ -115,7 +115,8 @@ def test_each_chapter_has_a_quiz_and_exercises_with_solutions(chapter):
     assert sum(len(load_questions(name)) for name in quiz_calls) >= 8
     markdown = "\n".join(c.source for c in cells if c.cell_type == "markdown")
     exercises = re.findall(r"```\{exercise\}\n:label: (\S+)", markdown)
-    solutions = re.findall(r"```\{solution\} (\S+)\n:class: dropdown", markdown)
+    # a plain solution, or a gated one (solution-start ... solution-end) around executed code cells
+    solutions = re.findall(r"```\{solution(?:-start)?\} (\S+)\n:class: dropdown", markdown)
     assert len(exercises) >= 3 and sorted(exercises) == sorted(solutions)
 
 
