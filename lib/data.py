@@ -119,14 +119,22 @@ def train_val_split(x: np.ndarray, y: np.ndarray, val_fraction: float, seed: int
     return x[train], y[train], x[val], y[val]
 
 
-def mnist1d_splits(val_fraction: float = 0.1, standardize: bool = True, seed: int = 0) -> Splits:
+def mnist1d_splits(val_fraction: float = 0.1, standardize: bool = True, seed: int = 0,
+                   train_size: int | None = None) -> Splits:
     """MNIST-1D as train / validation / test splits, standardized with training statistics.
 
     The package's 4000 training examples are split into train and validation
-    (``val_fraction``); its 1000 test examples are kept aside untouched.
+    (``val_fraction``); its 1000 test examples are kept aside untouched. ``train_size``
+    keeps only the first that many training examples (of the shuffled split), a small
+    training set that a network can memorize; validation and test stay the same size.
     """
     data = load_mnist1d()
     x_train, y_train, x_val, y_val = train_val_split(data["x"], data["y"], val_fraction, seed)
+    if train_size is not None:
+        check_int("train_size", train_size, minimum=2)
+        if train_size > len(y_train):
+            raise ValueError(f"train_size: expected at most {len(y_train)} training examples, got {train_size}")
+        x_train, y_train = x_train[:train_size], y_train[:train_size]
     x_test = data["x_test"]
     if standardize:
         scaler = Standardizer.fit(x_train)

@@ -36,6 +36,19 @@ def test_splits_are_standardized_with_training_statistics(mnist1d):
     np.testing.assert_allclose(splits.x_test, expected_test)
 
 
+def test_a_small_training_subset_keeps_validation_and_test_and_is_standardized_on_itself(mnist1d):
+    full, small = mnist1d_splits(val_fraction=0.1, standardize=False), mnist1d_splits(train_size=300)
+    assert small.sizes() == {"train": 300, "val": 400, "test": 1000}
+    scaler = Standardizer.fit(full.x_train[:300])
+    np.testing.assert_allclose(small.x_train, scaler.transform(full.x_train[:300]))
+    np.testing.assert_allclose(small.x_val, scaler.transform(full.x_val))
+    np.testing.assert_array_equal(small.y_train, full.y_train[:300])
+    with pytest.raises(ValueError, match=r"train_size: expected at most 3600"):
+        mnist1d_splits(train_size=5000)
+    with pytest.raises(ValueError, match=r"train_size"):
+        mnist1d_splits(train_size=1)
+
+
 def test_standardizer_fit_transform_inverse(rng):
     x = rng.normal([3.0, -1.0], [2.0, 0.5], size=(100, 2))
     scaler = Standardizer.fit(x)
