@@ -1,5 +1,7 @@
 """lib.layers against torch autograd and the numeric checker; the model-level checker
 (dict parameters, sparse checks, flattening) and its bad inputs."""
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -9,8 +11,9 @@ from lib.gradcheck import (
     check_layer_gradients, check_model_gradients, params_to_vector, reading, vector_to_params,
 )
 from lib.layers import (
-    affine_backward, affine_forward, dropout_forward, mlp_init, mlp_loss, relu_backward, relu_forward,
-    sigmoid_backward, sigmoid_forward, softmax_cross_entropy, tanh_backward, tanh_forward,
+    affine_backward, affine_forward, dropout_backward, dropout_forward, keep_mask_from_draws, mlp_init, mlp_loss,
+    relu_backward, relu_forward, sigmoid_backward, sigmoid_forward, softmax, softmax_cross_entropy, tanh_backward,
+    tanh_forward,
 )
 
 
@@ -92,6 +95,102 @@ def test_dropout_keeps_the_expected_value(rng):
     assert abs(out.mean() - 1) < 0.02 and set(np.unique(mask)) == {0.0, 1 / 0.7}
 
 
+class FixedDraws:
+    """Stands in for a np.random.Generator whose next uniform draws are known."""
+
+    def __init__(self, draws):
+        self.draws = np.asarray(draws, dtype=float)
+
+    def random(self, shape):
+        return self.draws.reshape(shape)
+
+
+def test_seed_example_draws_compared_with_the_drop_probability():
+    draws = np.array([0.3, 0.6, 0.7])
+    np.testing.assert_array_equal(keep_mask_from_draws(draws, 0.5), [False, True, True])   # kept where u >= p
+    np.testing.assert_array_equal(draws < 1 - 0.5, [True, False, False])   # the keep-probability comparison
+    x = np.array([1.0, 2.0, 3.0])
+    out, scaled_mask = dropout_forward(x, 0.5, FixedDraws(draws))
+    np.testing.assert_array_equal(out, [0.0, 4.0, 6.0])
+    np.testing.assert_array_equal(scaled_mask, [0.0, 2.0, 2.0])
+    out, scaled_mask = dropout_forward(x, 0.5, FixedDraws(draws), mode="original")
+    np.testing.assert_array_equal(out, [0.0, 2.0, 3.0])
+    np.testing.assert_array_equal(scaled_mask, [0.0, 1.0, 1.0])
+
+
+@pytest.mark.parametrize("mode", ["inverted", "original"])
+@pytest.mark.parametrize("p", [0.0, 0.2, 0.5, 0.9])
+def test_dropout_expectation_over_all_masks_is_the_test_output(rng, mode, p):
+    x = rng.normal(size=(2, 2))
+    expected = 0.0
+    for bits in itertools.product((0.0, 1.0), repeat=x.size):
+        mask = np.array(bits).reshape(x.shape)
+        kept = int(mask.sum())
+        expected = expected + (1 - p) ** kept * p ** (x.size - kept) * dropout_forward(x, p, mask=mask, mode=mode)[0]
+    test_out, _ = dropout_forward(x, p, mode=mode, train=False)
+    np.testing.assert_allclose(expected, test_out, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(test_out, x if mode == "inverted" else (1 - p) * x, rtol=1e-15)
+
+
+@pytest.mark.parametrize("shape", [(1,), (4, 3), (2, 3, 5), (6, 2, 2, 3)])
+@pytest.mark.parametrize("mode", ["inverted", "original"])
+@pytest.mark.parametrize("train", [True, False])
+def test_dropout_matches_autograd_and_numeric_with_a_fixed_mask(rng, shape, mode, train):
+    p = 0.3
+    x, dout = rng.normal(size=shape), rng.normal(size=shape)
+    mask = (rng.random(shape) >= p).astype(float) if train else None
+    out, cache = dropout_forward(x, p, mask=mask, mode=mode, train=train)
+    dx = dropout_backward(dout, cache)
+    factor = {("inverted", True): 1 / (1 - p), ("original", True): 1.0,
+              ("inverted", False): 1.0, ("original", False): 1 - p}[mode, train]
+    x_t = torch.tensor(x, requires_grad=True)
+    out_t = x_t * (torch.tensor(mask) if train else 1.0) * factor
+    out_t.backward(torch.tensor(dout))
+    np.testing.assert_allclose(out, out_t.detach().numpy(), rtol=1e-14)
+    np.testing.assert_allclose(dx, x_t.grad.numpy(), rtol=1e-14)
+    result = check_layer_gradients(lambda x: dropout_forward(x, p, mask=mask, mode=mode, train=train)[0],
+                                   {"x": x}, {"x": dx}, dout)["x"]
+    assert result.passed(1e-9), result
+
+
+def test_inverted_dropout_matches_torch_dropout_given_the_same_mask(rng):
+    torch.manual_seed(0)
+    x = torch.tensor(rng.normal(size=(40, 30)) + 5.0)           # shifted away from 0: kept entries are nonzero
+    out_t = F.dropout(x, p=0.4, training=True)
+    mask = (out_t != 0).double().numpy()
+    out, _ = dropout_forward(x.numpy(), 0.4, mask=mask)
+    np.testing.assert_allclose(out, out_t.numpy(), rtol=1e-15)
+
+
+def test_the_returned_mask_can_be_passed_back(rng):
+    x = rng.normal(size=(5, 4))
+    for mode in ("inverted", "original"):
+        out, scaled_mask = dropout_forward(x, 0.6, np.random.default_rng(3), mode=mode)
+        again, same_mask = dropout_forward(x, 0.6, mask=scaled_mask, mode=mode)     # as mlp_loss passes it back
+        keep = (scaled_mask != 0).astype(int)
+        from_keep, _ = dropout_forward(x, 0.6, mask=keep, mode=mode)
+        np.testing.assert_array_equal(again, out)
+        np.testing.assert_array_equal(from_keep, out)
+        np.testing.assert_array_equal(same_mask, scaled_mask)
+
+
+def test_dropout_with_p_zero_is_the_identity_and_draws_nothing(rng):
+    x = rng.normal(size=(3, 4))
+    generator = np.random.default_rng(5)
+    state = generator.bit_generator.state
+    out, scaled_mask = dropout_forward(x, 0.0, generator)
+    np.testing.assert_array_equal(out, x)
+    np.testing.assert_array_equal(scaled_mask, np.ones_like(x))
+    assert generator.bit_generator.state == state
+
+
+def test_softmax_rows_are_probabilities(rng):
+    scores = rng.normal(size=(4, 6)) * 50                  # large scores: the shift keeps exp finite
+    probabilities = softmax(scores)
+    np.testing.assert_allclose(probabilities, torch.softmax(torch.tensor(scores), dim=1).numpy(), rtol=1e-12)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-14)
+
+
 def test_sparse_check_reports_entries_by_their_own_index(rng):
     params = {"W": rng.normal(size=(30, 40))}
     grads = {"W": 2 * params["W"]}
@@ -132,6 +231,14 @@ def test_reading_thresholds():
     (lambda: dropout_forward(np.ones(3), 1.0, np.random.default_rng(0)), ValueError, r"p: expected a probability in \[0, 1\)"),
     (lambda: dropout_forward(np.ones(3), 0.5), TypeError, r"rng: dropout with p > 0"),
     (lambda: dropout_forward(np.ones(3), 0.5, mask=np.ones(2)), ValueError, r"mask: expected shape \(3,\)"),
+    (lambda: dropout_forward(np.ones(3), 0.5, mask=np.array([0.0, 0.5, 1.0])), ValueError, r"mask: expected a keep mask of 0"),
+    (lambda: dropout_forward(np.ones(3), 0.5, mask=np.array([0.0, 2.0, 1.0])), ValueError, r"mask: expected a keep mask of 0"),
+    (lambda: dropout_forward(np.ones(3), 0.5, mask=np.ones(3), train=False), ValueError, r"mask: test time"),
+    (lambda: dropout_forward(np.ones(3), 0.5, np.random.default_rng(0), mode="gaussian"), ValueError, r"mode: expected one of 'inverted', 'original'"),
+    (lambda: dropout_forward(np.ones(3), -0.1, np.random.default_rng(0)), ValueError, r"p: expected a probability in \[0, 1\)"),
+    (lambda: dropout_forward([1.0, 2.0], 0.5, np.random.default_rng(0)), TypeError, r"x: expected a NumPy array"),
+    (lambda: keep_mask_from_draws(np.array([0.3]), 1.0), ValueError, r"p: expected a probability in \[0, 1\)"),
+    (lambda: softmax(np.ones(3)), ValueError, r"scores: expected 2 dimensions"),
     (lambda: mlp_init([5], np.random.default_rng(0)), ValueError, r"sizes: expected at least"),
     (lambda: mlp_loss({"W1": np.ones((2, 2))}, np.ones((1, 2)), np.array([0])), ValueError, r"params: expected keys W1, b1"),
     (lambda: mlp_loss(mlp_init([2, 2], np.random.default_rng(0)), np.ones((1, 2)), np.array([0]), nonlinearity="gelu"), ValueError, r"nonlinearity"),
