@@ -10,12 +10,15 @@ Core modules, shared by every chapter:
   - ``lib.plots``: learning curves, per-layer histograms, percentile bands
   - ``lib.quiz``: quizzes kept as data, shown with jupyterquiz
   - ``lib.gradcheck``: the numeric gradient checker (arrays, layers, models with dict parameters)
-  - ``lib.layers``: NumPy layers (affine, ReLU, tanh, dropout, softmax cross-entropy) and an MLP
+  - ``lib.layers``: NumPy layers (affine, ReLU, tanh, sigmoid, dropout in its inverted and original
+    forms, softmax, softmax cross-entropy) and an MLP
   - ``lib.notebook``: ``show_source`` for showing lib code in a lesson
 
 Chapter modules (NumPy reference and torch path side by side):
   - ``lib.normalization``
   - ``lib.initialization``
+  - ``lib.regularization``: weight decay (L2 and decoupled, SGD and Adam), Monte-Carlo dropout,
+    DropConnect, stochastic depth, fractional max pooling
 """
 
 __version__ = "0.1.0"
