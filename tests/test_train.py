@@ -12,7 +12,7 @@ from lib.data import Splits  # noqa: E402
 from lib.device import get_device, set_seed  # noqa: E402
 from lib.initialization import ActivationRecorder  # noqa: E402
 from lib.models import mlp  # noqa: E402
-from lib.normalization import BatchNorm  # noqa: E402
+from lib.normalization import BatchNorm, LayerNorm  # noqa: E402
 from lib.plots import plot_learning_curves, plot_mean_band  # noqa: E402
 from lib.train import (  # noqa: E402
     History, SeedwiseSGD, StackedModels, accuracy_on_test, compare_over_seeds, evaluate, final_over_seeds, format_mean_spread, mean_spread,
@@ -108,6 +108,8 @@ def test_get_device_prefers_cuda_only_when_present():
     (lambda: train(mlp([4, 3]), blobs(), None, steps=5, eval_every=0, progress=False), ValueError, r"eval_every"),
     (lambda: mlp([4]), ValueError, r"sizes: expected at least"),
     (lambda: mlp([4, 0, 3]), ValueError, r"sizes\[1\]: expected an integer >= 1"),
+    (lambda: mlp([4, 8, 3], norm="batch"), TypeError, r"norm: expected a function of the layer width"),
+    (lambda: mlp([4, 8, 3], norm=lambda width: None), TypeError, r"norm: expected a function that returns an nn.Module"),
     (lambda: set_seed(-1), ValueError, r"seed: expected an integer >= 0"),
     (lambda: set_seed(1.5), TypeError, r"seed: expected an integer"),
     (lambda: get_device("tpu"), ValueError, r"prefer: expected None, 'cpu' or 'cuda'"),
@@ -117,11 +119,38 @@ def test_training_rejects_bad_input(call, error, match):
         call()
 
 
-def test_mlp_drops_the_bias_before_a_norm():
-    with_norm = mlp([4, 8, 8, 3], norm=BatchNorm)
-    plain = mlp([4, 8, 8, 3])
-    assert [m.bias is None for m in with_norm if isinstance(m, nn.Linear)] == [True, True, False]
-    assert all(m.bias is not None for m in plain if isinstance(m, nn.Linear))
+def linear_biases(model):
+    return [m.bias is not None for m in model if isinstance(m, nn.Linear)]
+
+
+@pytest.mark.parametrize("norm", [BatchNorm, nn.BatchNorm1d, lambda width: BatchNorm(width, momentum=0.2)],
+                         ids=["lib BatchNorm", "nn.BatchNorm1d", "a factory"])
+def test_mlp_drops_the_bias_before_batch_norm(norm):
+    assert linear_biases(mlp([4, 8, 8, 3], norm=norm)) == [False, False, True]
+    assert linear_biases(mlp([4, 8, 8, 3])) == [True, True, True]
+
+
+@pytest.mark.parametrize("norm", [LayerNorm, nn.LayerNorm, lambda width: nn.GroupNorm(2, width)],
+                         ids=["lib LayerNorm", "nn.LayerNorm", "nn.GroupNorm"])
+def test_mlp_keeps_the_bias_before_a_norm_over_the_features(norm):
+    assert linear_biases(mlp([4, 8, 8, 3], norm=norm)) == [True, True, True]
+
+
+def test_a_bias_changes_layer_norm_but_not_batch_norm():
+    # Why mlp keeps the bias only before layer norm: layer norm subtracts the mean over the
+    # features, which removes only the bias's average, not its pattern across features.
+    set_seed(0)
+    h, bias = torch.randn(16, 8), torch.randn(8)
+    assert torch.allclose(BatchNorm(8)(h + bias), BatchNorm(8)(h), atol=1e-5)
+    assert (LayerNorm(8)(h + bias) - LayerNorm(8)(h)).abs().max() > 0.5
+
+
+def test_mlp_with_batch_norm_draws_the_same_weights_as_its_layers_alone():
+    set_seed(0)
+    model = mlp([4, 8, 3], norm=BatchNorm)
+    set_seed(0)
+    first, last = nn.Linear(4, 8, bias=False), nn.Linear(8, 3)
+    assert torch.equal(model[0].weight, first.weight) and torch.equal(model[3].weight, last.weight)
 
 
 def test_tune_for_small_models_uses_one_cpu_thread():
@@ -360,6 +389,16 @@ def test_seedwise_sgd_trains_each_seed_as_a_separate_run_at_its_rate():
     for seed, lr, model, history in zip(SEEDS, lrs, models, histories):
         reference = separate_run(float64_mlp(None), lambda params: torch.optim.SGD(params, lr=lr), seed)
         assert_same_run(model, history, *reference)
+
+
+@pytest.mark.parametrize("k, rate", [(3, 0.082), (5, 0.016)])
+def test_compare_over_seeds_false_alarm_rate_is_what_its_docstring_says(k, rate):
+    # Both sides drawn from one normal distribution: every verdict other than "no difference" is a false alarm.
+    rng = np.random.default_rng(0)
+    trials = 3000
+    alarms = sum(compare_over_seeds(rng.normal(size=k), rng.normal(size=k)).verdict != "no difference at this scale"
+                 for _ in range(trials))
+    assert abs(alarms / trials - rate) < 4 * np.sqrt(rate * (1 - rate) / trials)   # within 4 standard errors
 
 
 def test_final_over_seeds_is_the_last_value_and_nan_after_divergence():
