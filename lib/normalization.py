@@ -232,6 +232,8 @@ def layernorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: f
     Shapes: x (N, D) or (N, C, H, W); gamma and beta shaped like one example, x.shape[1:]
     (as ``torch.nn.functional.layer_norm`` with ``normalized_shape = x.shape[1:]``).
     Works the same in training and at test time. Returns ``(out, cache)``.
+    Sequence models normalize each token of an (N, L, D) input over its D features alone:
+    pass ``x.reshape(N * L, D)``, one row per token.
     """
     check_array("x", x, ndim=(2, 3, 4))
     _check_params(gamma, beta, x.shape[1:])
@@ -396,7 +398,11 @@ class BatchNorm(nn.Module):
 
 
 class LayerNorm(nn.Module):
-    """Layer norm as a torch module: each example over all of its features (``normalized_shape``)."""
+    """Layer norm as a torch module: each example over its trailing ``normalized_shape`` axes.
+
+    ``LayerNorm(D)`` on an (N, L, D) sequence normalizes each token over its D features, as
+    transformers do; ``LayerNorm((C, H, W))`` normalizes each image over all of its values.
+    """
 
     def __init__(self, normalized_shape, eps: float = 1e-5):
         super().__init__()

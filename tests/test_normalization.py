@@ -235,9 +235,13 @@ def test_torch_per_example_norms_match_numpy(rng):
                                    groupnorm_forward(x, np.ones(6), np.zeros(6), groups)[0], atol=1e-12)
 
 
-def test_torch_layernorm_on_last_dimension_matches_torch(rng):
-    x = torch.tensor(rng.normal(size=(2, 5, 8)))
-    np.testing.assert_allclose(LayerNorm(8).double()(x).detach().numpy(), F.layer_norm(x, (8,)).numpy(), atol=1e-12)
+def test_layernorm_per_token_matches_torch(rng):
+    # A sequence model's layer norm: each token of (N, L, D) over its D features alone.
+    x = rng.normal(size=(2, 5, 8))
+    expected = F.layer_norm(torch.tensor(x), (8,)).numpy()
+    np.testing.assert_allclose(LayerNorm(8).double()(torch.tensor(x)).detach().numpy(), expected, atol=1e-12)
+    tokens_as_rows, _ = layernorm_forward(x.reshape(-1, 8), np.ones(8), np.zeros(8))   # the docstring's recipe
+    np.testing.assert_allclose(tokens_as_rows.reshape(x.shape), expected, atol=1e-12)
 
 
 def test_torch_modules_match_nn_modules(rng):
