@@ -14,7 +14,7 @@ on another. The differences come from choices the numerical libraries make *by C
 
 Each of these can be pinned by an environment variable that the library reads when it is
 loaded. ``CPU_SETTINGS`` pins them all to one choice that every x86-64 CPU with AVX2 runs.
-``pin_cpu_numerics()`` sets them; every notebook calls it in its first cell, before NumPy
+``pin_cpu_numerics()`` sets them; every notebook calls it in its setup cell (its first code cell), before NumPy
 and torch are imported, so the notebook executor, nbval, CI and a reader's own Jupyter
 all compute with the same roundings. ``benchmarks/cpu_numerics.py`` shows what each
 setting changes and what it costs.

@@ -45,20 +45,24 @@ def test_the_book_shows_stored_outputs():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_first_cell_installs_lib_on_colab_from_the_configured_repository(path):
-    first = read(path).cells[0]
+def test_setup_cell_follows_the_title_and_installs_lib_on_colab_from_the_configured_repository(path):
+    # The title, introduction and objectives come first (the top of the HTML page), then the
+    # setup cell, before any other code.
+    cells = read(path).cells
+    setup = cells[1]
+    assert cells[0].cell_type == "markdown" and cells[0].source.startswith("# ")
     url, branch = CONFIG["repository"]["url"], CONFIG["repository"]["branch"]
-    assert first.cell_type == "code" and "colab-setup" in first.metadata.get("tags", [])
-    assert '"google.colab" in sys.modules' in first.source
-    assert f"git+{url}@{branch}" in first.source
-    assert "torch" not in first.source, "the Colab cell must keep Colab's own torch"
+    assert setup.cell_type == "code" and "colab-setup" in setup.metadata.get("tags", [])
+    assert '"google.colab" in sys.modules' in setup.source
+    assert f"git+{url}@{branch}" in setup.source
+    assert "torch" not in setup.source, "the Colab cell must keep Colab's own torch"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_first_cell_pins_the_cpu_numerics_before_numpy_or_torch_load(path):
-    first = read(path).cells[0].source
-    assert first.rstrip().endswith("pin_cpu_numerics()"), "the first cell must end by pinning (lib.reproducible)"
-    assert "numpy" not in first and "import torch" not in first
+def test_setup_cell_pins_the_cpu_numerics_before_numpy_or_torch_load(path):
+    setup = next(c for c in read(path).cells if c.cell_type == "code").source
+    assert setup.rstrip().endswith("pin_cpu_numerics()"), "the setup cell must end by pinning (lib.reproducible)"
+    assert "numpy" not in setup and "import torch" not in setup
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
