@@ -653,8 +653,12 @@ class StochasticDepthMLP(nn.Module):
 STOCHASTIC_MODULES = (nn.modules.dropout._DropoutNd, DropConnectLinear, StochasticDepthBlock)
 
 
-def mc_dropout_predict_torch(model: nn.Module, x: torch.Tensor, k: int) -> torch.Tensor:
+def mc_dropout_predict_torch(model: nn.Module, x: torch.Tensor, k: int, average: str = "arithmetic") -> torch.Tensor:
     """Monte-Carlo dropout with a torch model: the mean of softmax(model(x)) over k passes.
+
+    ``average="geometric"`` gives the normalized geometric mean instead, softmax of the mean
+    log-softmax: the average that weight scaling reproduces exactly for one hidden layer and a
+    softmax output (Hinton et al. 2012), and approximately in deeper networks.
 
     Dropout layers (every ``nn.Dropout*``, and :class:`DropConnectLinear` and
     :class:`StochasticDepthBlock`) run in training mode, so each pass draws new masks; every other
@@ -666,6 +670,7 @@ def mc_dropout_predict_torch(model: nn.Module, x: torch.Tensor, k: int) -> torch
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
     k = check_int("k", k, minimum=1)
+    check_choice("average", average, ("arithmetic", "geometric"))
     check_array("x", x)
     saved_modes = [(module, module.training) for module in model.modules()]
     try:
@@ -674,6 +679,9 @@ def mc_dropout_predict_torch(model: nn.Module, x: torch.Tensor, k: int) -> torch
             if isinstance(module, STOCHASTIC_MODULES):
                 module.training = True                 # this module only: .train() would reach its children
         with torch.no_grad():
+            if average == "geometric":
+                log_probabilities = torch.stack([torch.log_softmax(model(x), dim=1) for _ in range(k)])
+                return torch.softmax(log_probabilities.mean(dim=0), dim=1)
             return torch.stack([torch.softmax(model(x), dim=1) for _ in range(k)]).mean(dim=0)
     finally:
         for module, training in saved_modes:

@@ -199,6 +199,26 @@ def test_mc_dropout_predict_torch_samples_dropout_only_and_restores_modes(start_
     assert not torch.allclose(mc_dropout_predict_torch(model, x, 1), mc_dropout_predict_torch(model, x, 1))
 
 
+def test_mc_dropout_predict_torch_geometric_mean():
+    model, x = dropout_bn_model(), torch.randn(6, 5, dtype=torch.float64)
+    torch.manual_seed(3)
+    geometric = mc_dropout_predict_torch(model, x, 4, average="geometric")
+    model.eval()
+    model[3].train()
+    model[4].train()
+    torch.manual_seed(3)
+    with torch.no_grad():
+        log_probabilities = torch.stack([torch.log_softmax(model(x), dim=1) for _ in range(4)])
+    # softmax of the mean log-probability: the product of the probabilities, renormalized
+    expected = log_probabilities.mean(dim=0).exp()
+    torch.testing.assert_close(geometric, expected / expected.sum(dim=1, keepdim=True), rtol=1e-12, atol=0)
+    # with a single pass both averages are that pass's probabilities
+    torch.manual_seed(5)
+    one_geometric = mc_dropout_predict_torch(model, x, 1, average="geometric")
+    torch.manual_seed(5)
+    torch.testing.assert_close(one_geometric, mc_dropout_predict_torch(model, x, 1), rtol=1e-12, atol=1e-15)
+
+
 # --------------------------------------------------------------------------------------
 # DropConnect
 # --------------------------------------------------------------------------------------
@@ -542,6 +562,7 @@ IMAGE = np.ones((1, 1, 8, 8))
     (lambda: mc_dropout_predict(lambda x, rng: x, X, 0, np.random.default_rng(0)), ValueError, r"k: expected an integer >= 1"),
     (lambda: mc_dropout_predict("net", X, 2, np.random.default_rng(0)), TypeError, r"forward: expected a callable"),
     (lambda: mc_dropout_predict_torch(nn.Linear(3, 2), torch.ones(2, 3), 0), ValueError, r"k: expected an integer >= 1"),
+    (lambda: mc_dropout_predict_torch(nn.Linear(3, 2), torch.ones(2, 3), 2, average="mean"), ValueError, r"average: expected one of"),
     (lambda: dropconnect_forward(X, W, B, 1.0, np.random.default_rng(0)), ValueError, r"p: expected a probability in \[0, 1\)"),
     (lambda: dropconnect_forward(X, W, B, -0.1, np.random.default_rng(0)), ValueError, r"p: expected a probability"),
     (lambda: dropconnect_forward(X, W, B, 0.5), TypeError, r"rng: dropout with p > 0"),
