@@ -1,21 +1,31 @@
-"""Data for the book's experiments: MNIST-1D generated locally, splits, standardization, batches.
+"""Data for the book's experiments: MNIST-1D generated locally, digits, photos, CIFAR-10; splits, batches.
 
 MNIST-1D (Greydanus 2020) is a 1-D, 10-class stand-in for MNIST that is small enough to
 train on a CPU in seconds and hard enough that architectures and tricks still matter.
 It is *generated* here from the package's templates, so nothing is downloaded.
+
+Images come from files that ship inside installed packages, so they need no network either:
+the 1,797 handwritten 8×8 digits of scikit-learn (``digits_splits``) and the photos of
+scikit-image and matplotlib (``load_photo``). CIFAR-10 (``load_cifar10``, ``cifar10_splits``)
+is the full-size path for readers with a network and a GPU: it is read from its standard
+python archive, which is downloaded only when ``download=True`` is asked for.
+Images are float arrays in [0, 1], channels first: ``(C, H, W)``, or ``(N, C, H, W)`` for a set.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import pickle
+import tarfile
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from lib.checks import check_array, check_int, check_probability
+from lib.checks import check_array, check_choice, check_int, check_probability
 
 MNIST1D_CLASSES = 10
 
@@ -187,3 +197,162 @@ class TensorBatches:
 def to_tensors(x: np.ndarray, y: np.ndarray, device="cpu", dtype=torch.float32):
     """NumPy ``(x, y)`` to torch: features as ``dtype``, labels as int64, both on ``device``."""
     return torch.as_tensor(x, dtype=dtype, device=device), torch.as_tensor(y, dtype=torch.int64, device=device)
+
+
+# ---------------------------------------------------------------------------------------------
+# Images: digits and photos shipped inside installed packages, CIFAR-10 on request
+# ---------------------------------------------------------------------------------------------
+
+DIGITS_CLASSES = 10
+
+
+def image_splits(x: np.ndarray, y: np.ndarray, train_size: int, val_size: int, seed: int = 0,
+                 test: tuple | None = None) -> Splits:
+    """Shuffle images ``x (N, C, H, W)`` and labels ``y (N,)`` with ``seed``; the first
+    ``train_size`` train, the next ``val_size`` validate, and the rest test, unless a separate
+    ``test = (x_test, y_test)`` is given (then the rest is unused).
+
+    Images are not standardized: augmentations act on pixel values in [0, 1], and a network
+    can learn any shift and scale itself.
+    """
+    check_array("x", x, ndim=4)
+    check_array("y", y, ndim=1, float_only=False)
+    if len(x) != len(y):
+        raise ValueError(f"x, y: expected the same number of examples, got {len(x)} and {len(y)}")
+    check_int("train_size", train_size, minimum=1)
+    check_int("val_size", val_size, minimum=1)
+    left_for_test = 0 if test is not None else 1
+    if train_size + val_size + left_for_test > len(x):
+        raise ValueError(f"train_size, val_size: expected a sum of at most {len(x) - left_for_test} "
+                         f"(of {len(x)} examples), got {train_size} + {val_size}")
+    order = np.random.default_rng(seed).permutation(len(x))
+    train, val, rest = np.split(order, [train_size, train_size + val_size])
+    x_test, y_test = test if test is not None else (x[rest], y[rest])
+    return Splits(x[train], y[train], x[val], y[val], x_test, y_test)
+
+
+def load_digits_images() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's handwritten digits: images ``(1797, 1, 8, 8)`` in [0, 1], labels ``(1797,)``.
+
+    The stored pixels are counts 0-16 (each pixel of the 8×8 image counts the set pixels of a
+    4×4 block of the 32×32 original); dividing by 16 puts them in [0, 1].
+    """
+    from sklearn.datasets import load_digits  # the data ships inside scikit-learn
+
+    digits = load_digits()
+    return (digits.images[:, None] / 16.0).astype(np.float64), digits.target.astype(np.int64)
+
+
+def digits_splits(train_size: int = 300, val_size: int = 300, seed: int = 0) -> Splits:
+    """The digits as ``Splits``: ``train_size`` training and ``val_size`` validation images drawn
+    with ``seed``, the other 1797 − train_size − val_size for test. Images ``(N, 1, 8, 8)`` in [0, 1]."""
+    return image_splits(*load_digits_images(), train_size, val_size, seed)
+
+
+PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "cell", "camera", "grace_hopper")
+
+
+def load_photo(name: str) -> np.ndarray:
+    """A photo shipped inside scikit-image (or matplotlib's ``grace_hopper``), as a float
+    ``(C, H, W)`` array in [0, 1]: C = 3 for colour photos, 1 for grey ones (``cell``, ``camera``).
+
+    ``chelsea`` is a cat, ``coffee`` a cup of coffee, ``cell`` a microscopy image.
+    """
+    check_choice("name", name, PHOTOS)
+    if name == "grace_hopper":
+        import matplotlib.cbook
+        import matplotlib.image
+
+        with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as file:
+            pixels = matplotlib.image.imread(file, format="jpg")
+    else:
+        import skimage.data
+
+        pixels = getattr(skimage.data, name)()
+    pixels = pixels[..., None] if pixels.ndim == 2 else pixels
+    return np.ascontiguousarray(pixels.transpose(2, 0, 1) / 255.0, dtype=np.float64)
+
+
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+CIFAR10_FOLDER = "cifar-10-batches-py"
+CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download_cifar10(root, url: str = CIFAR10_URL, md5: str = CIFAR10_MD5) -> Path:
+    """Download CIFAR-10's python archive (163 MB) into ``root`` and check its MD5; return its path.
+
+    Nothing in the book calls this unless a reader asks for CIFAR-10 with ``download=True``.
+    """
+    archive = Path(root) / url.rsplit("/", 1)[-1]
+    if not archive.exists():
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        partial = archive.with_suffix(".part")
+        urllib.request.urlretrieve(url, partial)
+        partial.replace(archive)
+    if _md5(archive) != md5:
+        raise ValueError(f"md5: {archive} has MD5 {_md5(archive)}, expected {md5}; delete it and download again")
+    return archive
+
+
+def _read_cifar10_batch(archive: tarfile.TarFile, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """One pickled batch of the archive: uint8 images ``(n, 3, 32, 32)`` and int64 labels ``(n,)``.
+
+    Each row of ``b"data"`` holds 3072 bytes: the 1024 red values of the 32×32 image row by
+    row, then the green, then the blue, so a reshape to (3, 32, 32) is channels first already.
+    """
+    member = archive.extractfile(f"{CIFAR10_FOLDER}/{name}")
+    if member is None:
+        raise ValueError(f"root: the archive has no file {CIFAR10_FOLDER}/{name}")
+    batch = pickle.load(member, encoding="bytes")
+    images = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+    return images, np.asarray(batch[b"labels"], dtype=np.int64)
+
+
+def load_cifar10(root=None, download: bool = False) -> dict:
+    """CIFAR-10 from its standard python archive ``cifar-10-python.tar.gz`` in ``root``
+    (default ``$DLBOOK_CACHE``): ``{"x": (50000, 3, 32, 32), "y": (50000,), "x_test": (10000, 3, 32, 32),
+    "y_test": (10000,)}``, images float32 in [0, 1] (float32 halves the 600 MB float64 would take).
+
+    The archive is read as it is, without unpacking it. If it is missing, ``download=True``
+    fetches it (``download_cifar10``); otherwise a ``FileNotFoundError`` says how to get it.
+    """
+    root = Path(root) if root is not None else _cache_dir()
+    archive_path = root / CIFAR10_URL.rsplit("/", 1)[-1]
+    if not archive_path.exists():
+        if not download:
+            raise FileNotFoundError(f"root: no {archive_path.name} in {root}; pass download=True to fetch it "
+                                    f"(163 MB) from {CIFAR10_URL}, or put the file there yourself")
+        download_cifar10(root)
+    with tarfile.open(archive_path, "r:gz") as archive:
+        train = [_read_cifar10_batch(archive, name) for name in CIFAR10_TRAIN_FILES]
+        x_test, y_test = _read_cifar10_batch(archive, "test_batch")
+    x = np.concatenate([images for images, _ in train])
+    y = np.concatenate([labels for _, labels in train])
+    scale = np.float32(1 / 255)
+    return {"x": x * scale, "y": y, "x_test": x_test * scale, "y_test": y_test}
+
+
+def cifar10_splits(train_size: int = 45000, val_size: int = 5000, seed: int = 0, root=None,
+                   download: bool = False) -> Splits:
+    """CIFAR-10 as ``Splits``: ``train_size`` and ``val_size`` images drawn from its 50,000
+    training images with ``seed``; its own 10,000 test images as the test split."""
+    data = load_cifar10(root, download)
+    return image_splits(data["x"], data["y"], train_size, val_size, seed, test=(data["x_test"], data["y_test"]))
+
+
+def image_dataset_splits(dataset: str = "digits", **options) -> Splits:
+    """The one switch between the book's default image data and the full-size path:
+    ``"digits"`` (shipped with scikit-learn, the default) or ``"cifar10"`` (downloaded only with
+    ``download=True``). ``options`` go to ``digits_splits`` or ``cifar10_splits``."""
+    check_choice("dataset", dataset, ("digits", "cifar10"))
+    return digits_splits(**options) if dataset == "digits" else cifar10_splits(**options)

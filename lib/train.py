@@ -129,6 +129,7 @@ def train(
     record=None,
     progress: bool = True,
     description: str = "training",
+    augment=None,
 ) -> History:
     """Train ``model`` with cross-entropy on ``data`` for ``steps`` mini-batch steps (or ``epochs``).
 
@@ -139,8 +140,15 @@ def train(
     with ``history.diverged = True``, if the loss becomes NaN or infinite.
     Features are converted to the dtype of the model's parameters (float32 unless the model
     was made ``.double()``). ``seed`` fixes the order of the mini-batches.
+
+    ``augment(x, y, rng) -> (x, target)``, if given, transforms each training mini-batch (never
+    the evaluation data) with ``rng = augment_rng(seed)``; ``target`` is the labels ``(B,)`` or
+    class probabilities ``(B, C)`` (mixup), and the training accuracy counts the batch's
+    original labels.
     """
     steps = _check_schedule(steps, epochs, batch_size, eval_every, len(data.y_train))
+    _check_augment(augment)
+    rng = augment_rng(seed)
     device = device or next(model.parameters()).device
     model.to(device)
     train_split, val_split = _splits_on(data, model, device)
@@ -153,8 +161,9 @@ def train(
     bar = tqdm(range(1, steps + 1), desc=description, disable=not progress, mininterval=0.5)
     for step in bar:
         x, y = next(batches)
+        x, target = augment(x, y, rng) if augment is not None else (x, y)
         logits = model(x)
-        loss = nn.functional.cross_entropy(logits, y)
+        loss = nn.functional.cross_entropy(logits, target)
         if not torch.isfinite(loss):
             history.diverged = True
             break
@@ -172,6 +181,23 @@ def train(
     bar.close()
     model.train()
     return history
+
+
+def augment_rng(seed: int) -> np.random.Generator:
+    """The generator that draws a run's augmentations: its own stream, derived from the run's ``seed``."""
+    return np.random.default_rng([seed, 1])  # [seed, 1]: not the stream np.random.default_rng(seed) gives
+
+
+def _check_augment(augment) -> None:
+    if augment is not None and not callable(augment):
+        raise TypeError(f"augment: expected None or a function (x, y, rng) -> (x, target), got {type(augment).__name__}")
+
+
+def _augment_each_seed(augment, x: torch.Tensor, y: torch.Tensor, rngs: list):
+    """Seed i's batch ``x[i], y[i]`` through ``augment`` with seed i's own generator, restacked.
+    One call per seed, so that batch-level steps (mixup's pairing) never mix two seeds' data."""
+    pairs = [augment(x[index], y[index], rng) for index, rng in enumerate(rngs)]
+    return torch.stack([x for x, _ in pairs]), torch.stack([target for _, target in pairs])
 
 
 def _check_seeds(seeds) -> list:
@@ -265,6 +291,7 @@ def train_seeds(
     record=None,
     progress: bool = True,
     description: str = "training",
+    augment=None,
 ) -> tuple[list, list]:
     """Train one model per seed, all k at once as one batched computation; return ``(models, histories)``.
 
@@ -284,8 +311,13 @@ def train_seeds(
     loss becomes NaN or infinite gets ``diverged = True`` and keeps that moment's weights;
     the others go on. Forward hooks on the models fire only in evaluation and ``record``:
     the batched steps run ``models[0]``'s code under vmap with the stacked tensors swapped in.
+
+    ``augment`` is as in ``train``, called once per seed and step with that seed's
+    generator ``augment_rng(seed)``, so each seed sees the augmentations a separate run would.
     """
     seeds = _check_seeds(seeds)
+    _check_augment(augment)
+    rngs = [augment_rng(seed) for seed in seeds]
     if not callable(make_optimizer):
         raise TypeError(f"make_optimizer: expected a function of a parameter list, got {type(make_optimizer).__name__}")
     steps = _check_schedule(steps, epochs, batch_size, eval_every, len(data.y_train))
@@ -318,8 +350,9 @@ def train_seeds(
     bar = tqdm(range(1, steps + 1), desc=description, disable=not progress, mininterval=0.5)
     for step in bar:
         x, y = _next_batches(streams)                                                  # (k, B, D), (k, B)
+        x, target = _augment_each_seed(augment, x, y, rngs) if augment is not None else (x, y)
         logits = stacked(x)                                                            # (k, B, C)
-        losses = nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
+        losses = nn.functional.cross_entropy(logits.flatten(0, 1), target.flatten(0, 1), reduction="none")
         losses = losses.view(y.shape).mean(dim=1)                                      # (k,): each model's mean loss
         diverging = alive & ~torch.isfinite(losses)
         if diverging.any():

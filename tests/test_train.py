@@ -426,3 +426,46 @@ def test_mean_band_plot_and_learning_curves_take_lists_of_histories():
     assert [line.get_label() for line in ax.lines] == ["three seeds (mean ± std over 3 seeds)", "one run"]
     assert ax.get_xlabel() and ax.get_ylabel() and ax.get_title()
     plt.close("all")
+
+
+# ---------------------------------------------------------------------------------------
+# augment: a transform of every training mini-batch
+# ---------------------------------------------------------------------------------------
+
+def noise_and_soft_labels(x, y, rng):
+    """A random, label-softening augmentation: Gaussian noise, and 0.9 on the true class."""
+    noisy = x + torch.as_tensor(rng.normal(0, 0.5, size=tuple(x.shape)), dtype=x.dtype)
+    soft = torch.full((len(y), 3), 0.05, dtype=x.dtype)
+    soft[torch.arange(len(y)), y] = 0.9
+    return noisy, soft
+
+
+def test_augment_changes_training_batches_only_and_is_seeded():
+    seen = []
+
+    def spy(x, y, rng):
+        seen.append(len(x))
+        return noise_and_soft_labels(x, y, rng)
+
+    model, history = run(steps=60, augment=spy)
+    assert seen == [20] * 60  # once per training step, never on the evaluation data
+    _, again = run(steps=60, augment=noise_and_soft_labels)
+    assert history.val_loss == again.val_loss
+    _, plain = run(steps=60)
+    assert history.val_loss != plain.val_loss and history.final() > 0.9
+
+
+@pytest.mark.parametrize("make_optimizer", OPTIMIZERS.values(), ids=OPTIMIZERS.keys())
+def test_each_seed_gets_the_augmentations_of_a_separate_run(make_optimizer):
+    models, histories = train_seeds(float64_mlp(None), blobs(), make_optimizer, SEEDS, augment=noise_and_soft_labels,
+                                    **FIT)
+    for seed, model, history in zip(SEEDS, models, histories):
+        reference = separate_run(float64_mlp(None), make_optimizer, seed, augment=noise_and_soft_labels)
+        assert_same_run(model, history, *reference)
+
+
+def test_augment_must_be_a_function():
+    with pytest.raises(TypeError, match=r"augment: expected None or a function"):
+        run(augment="flip")
+    with pytest.raises(TypeError, match=r"augment: expected None or a function"):
+        train_seeds(float64_mlp(None), blobs(), OPTIMIZERS["SGD momentum"], SEEDS, augment=3, **FIT)
