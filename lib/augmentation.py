@@ -59,6 +59,9 @@ __all__ = [
     "hflip_torch", "pad_crop_torch", "resize_bilinear_torch", "resized_crop_torch", "rotate_torch",
     "rgb_to_grayscale_torch", "adjust_brightness_torch", "adjust_contrast_torch", "adjust_saturation_torch",
     "adjust_hue_torch", "color_jitter_torch", "cutout_torch", "mixup_torch", "cutmix_torch", "ten_crop_torch",
+    # pipeline and test-time augmentation
+    "RandomFlip", "RandomPadCrop", "RandomResizedCrop", "RandomRotation", "ColorJitter", "Cutout", "Mixup",
+    "CutMix", "Compose", "tta_predict", "ten_crop_predict",
 ]
 
 GREY_WEIGHTS = (0.2989, 0.587, 0.114)   # torchvision's rgb_to_grayscale (ITU-R 601, rounded)
@@ -861,3 +864,303 @@ def cutmix_torch(x: torch.Tensor, y_onehot: torch.Tensor, box, perm) -> tuple:
     mixed[:, :, top:top + h, left:left + w] = x[perm, :, top:top + h, left:left + w]
     lam = 1 - h * w / (x.shape[2] * x.shape[3])
     return mixed, lam * y_onehot + (1 - lam) * y_onehot[perm]
+
+
+# ---------------------------------------------------------------------------------------
+# A training pipeline: steps that draw for a batch, then apply with NumPy or torch
+# ---------------------------------------------------------------------------------------
+
+class _Step:
+    """One random transform of the images. ``draw(n, image_hw, rng)`` returns its parameters, one
+    row per example; ``apply_numpy`` (one image or a batch) and ``apply_torch`` (a batch) apply them;
+    calling the step draws and applies with torch, passing the labels through, which is the
+    ``augment(x, y, rng) -> (x, target)`` hook of ``lib.train.train``."""
+
+    mixes_labels = False
+
+    def output_hw(self, image_hw) -> tuple:
+        """The (height, width) of the images this step returns."""
+        return _check_hw("image_hw", image_hw)
+
+    def __call__(self, x: torch.Tensor, y, rng: np.random.Generator) -> tuple:
+        x = _check_images("x", x, torch_batch=True)
+        return self.apply_torch(x, self.draw(x.shape[0], tuple(x.shape[2:]), rng)), y
+
+    def __repr__(self) -> str:
+        options = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({options})"
+
+
+class RandomFlip(_Step):
+    """Mirror each image left-right with probability ``p``."""
+
+    def __init__(self, p: float = 0.5):
+        self.p = check_probability("p", p)
+
+    def draw(self, n: int, image_hw, rng: np.random.Generator) -> np.ndarray:
+        return draw_flips(n, self.p, rng=rng)
+
+    def apply_numpy(self, x: np.ndarray, params: np.ndarray) -> np.ndarray:
+        return hflip(x, params)
+
+    def apply_torch(self, x: torch.Tensor, params) -> torch.Tensor:
+        return hflip_torch(x, params)
+
+
+class RandomPadCrop(_Step):
+    """Pad by ``padding`` pixels of ``fill`` and crop back to the input size at a random position:
+    the "pad 4 and crop" random shift of ResNet's CIFAR-10 training (He et al. 2016)."""
+
+    def __init__(self, padding: int, fill: float = 0.0):
+        self.padding, self.fill = check_int("padding", padding, minimum=0), _check_fill(fill)
+
+    def draw(self, n: int, image_hw, rng: np.random.Generator) -> np.ndarray:
+        return draw_crop_offsets(n, image_hw, image_hw, self.padding, rng=rng)
+
+    def apply_numpy(self, x: np.ndarray, params: np.ndarray) -> np.ndarray:
+        return pad_crop(x, params, tuple(x.shape[-2:]), self.padding, self.fill)
+
+    def apply_torch(self, x: torch.Tensor, params) -> torch.Tensor:
+        return pad_crop_torch(x, params, tuple(x.shape[-2:]), self.padding, self.fill)
+
+
+class RandomResizedCrop(_Step):
+    """Crop a random box (area share in ``scale``, aspect ratio in ``ratio``) and resize it to ``size_hw``."""
+
+    def __init__(self, size_hw, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
+        self.size_hw = _check_hw("size_hw", size_hw)
+        self.scale, self.ratio = _check_range("scale", scale, 0.0, 1.0), _check_range("ratio", ratio, 0.0, math.inf)
+
+    def output_hw(self, image_hw) -> tuple:
+        return self.size_hw
+
+    def draw(self, n: int, image_hw, rng: np.random.Generator) -> np.ndarray:
+        return draw_resized_crop_boxes(n, image_hw, self.scale, self.ratio, rng=rng)
+
+    def apply_numpy(self, x: np.ndarray, params: np.ndarray) -> np.ndarray:
+        return resized_crop(x, params, self.size_hw)
+
+    def apply_torch(self, x: torch.Tensor, params) -> torch.Tensor:
+        return resized_crop_torch(x, params, self.size_hw)
+
+
+class RandomRotation(_Step):
+    """Rotate by an angle uniform in [−degrees, degrees] (or a pair (low, high)), bilinear, same size."""
+
+    def __init__(self, degrees, fill: float | None = 0.0):
+        _angle_range(degrees)
+        self.degrees, self.fill = degrees, None if fill is None else _check_fill(fill)
+
+    def draw(self, n: int, image_hw, rng: np.random.Generator) -> np.ndarray:
+        return draw_angles(n, self.degrees, rng=rng)
+
+    def apply_numpy(self, x: np.ndarray, params: np.ndarray) -> np.ndarray:
+        return rotate(x, params, self.fill)
+
+    def apply_torch(self, x: torch.Tensor, params) -> torch.Tensor:
+        return rotate_torch(x, params, self.fill)
+
+
+class ColorJitter(_Step):
+    """Random brightness, contrast, saturation and hue, applied in that fixed order (see ``draw_color_jitter``)."""
+
+    def __init__(self, brightness: float = 0.0, contrast: float = 0.0, saturation: float = 0.0, hue: float = 0.0):
+        self.brightness, self.contrast, self.saturation, self.hue = brightness, contrast, saturation, hue
+        self.draw(1, 1, np.random.default_rng(0))          # checks the strengths now, not at the first batch
+
+    def draw(self, n: int, image_hw, rng: np.random.Generator) -> np.ndarray:
+        return draw_color_jitter(n, self.brightness, self.contrast, self.saturation, self.hue, rng=rng)
+
+    def apply_numpy(self, x: np.ndarray, params: np.ndarray) -> np.ndarray:
+        return color_jitter(x, params)
+
+    def apply_torch(self, x: torch.Tensor, params) -> torch.Tensor:
+        return color_jitter_torch(x, params)
+
+
+class Cutout(_Step):
+    """Cut a ``size`` × ``size`` square of ``fill`` at a uniform centre, clipped at the border, from
+    each image with probability ``p``. Parameters: int (n, 3), columns row, col, applied (0 or 1)."""
+
+    def __init__(self, size: int, p: float = 1.0, fill: float = 0.0):
+        self.size, self.p, self.fill = check_int("size", size, minimum=1), check_probability("p", p), _check_fill(fill)
+
+    def draw(self, n: int, image_hw, rng: np.random.Generator) -> np.ndarray:
+        centres = draw_cutout_centres(n, image_hw, rng=rng)
+        return np.column_stack([centres, rng.random(n) < self.p])
+
+    def apply_numpy(self, x: np.ndarray, params) -> np.ndarray:
+        params = np.asarray(params)
+        applied = params[..., 2].astype(bool)
+        cut = cutout(x, params[..., :2], self.size, self.fill)
+        return np.where(applied.reshape(applied.shape + (1, 1, 1)), cut, x)
+
+    def apply_torch(self, x: torch.Tensor, params) -> torch.Tensor:
+        params = torch.as_tensor(params, device=x.device)
+        applied = params[:, 2].bool()[:, None, None, None]
+        return torch.where(applied, cutout_torch(x, params[:, :2], self.size, self.fill), x)
+
+
+class _MixingStep(_Step):
+    """A step that mixes examples and their labels: integer labels (N,) become one-hot first,
+    probabilities (N, num_classes) are mixed as they are. ``apply_*`` take and return (x, y)."""
+
+    mixes_labels = True
+
+    def __init__(self, alpha: float, num_classes: int):
+        self.alpha, self.num_classes = check_positive("alpha", alpha), check_int("num_classes", num_classes, minimum=2)
+
+    def __call__(self, x: torch.Tensor, y, rng: np.random.Generator) -> tuple:
+        x = _check_images("x", x, torch_batch=True)
+        return self.apply_torch(x, y, self.draw(x.shape[0], tuple(x.shape[2:]), rng))
+
+    def _targets_numpy(self, y) -> np.ndarray:
+        y = np.asarray(y)
+        return one_hot(y, self.num_classes) if y.ndim == 1 else self._checked_soft(y)
+
+    def _targets_torch(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if y.ndim == 1:
+            _check_labels(y, self.num_classes)
+            return F.one_hot(y.long(), self.num_classes).to(x.dtype)
+        return self._checked_soft(y)
+
+    def _checked_soft(self, y):
+        check_array("y", y, ndim=2)
+        if y.shape[1] != self.num_classes:
+            raise ValueError(f"y: expected labels (N,) or probabilities (N, {self.num_classes}), got shape {tuple(y.shape)}")
+        return y
+
+
+class Mixup(_MixingStep):
+    """mixup (equation (4)) with λ ~ Beta(α, α) per batch."""
+
+    def draw(self, n: int, image_hw, rng: np.random.Generator) -> tuple:
+        return draw_mixup(n, self.alpha, rng=rng)
+
+    def apply_numpy(self, x: np.ndarray, y, params: tuple) -> tuple:
+        return mixup(x, self._targets_numpy(y), *params)
+
+    def apply_torch(self, x: torch.Tensor, y: torch.Tensor, params: tuple) -> tuple:
+        return mixup_torch(x, self._targets_torch(y, x), *params)
+
+
+class CutMix(_MixingStep):
+    """CutMix (equation (5)) with λ ~ Beta(α, α) per batch setting the box's side."""
+
+    def draw(self, n: int, image_hw, rng: np.random.Generator) -> tuple:
+        return draw_cutmix(n, image_hw, self.alpha, rng=rng)
+
+    def apply_numpy(self, x: np.ndarray, y, params: tuple) -> tuple:
+        return cutmix(x, self._targets_numpy(y), *params)
+
+    def apply_torch(self, x: torch.Tensor, y: torch.Tensor, params: tuple) -> tuple:
+        return cutmix_torch(x, self._targets_torch(y, x), *params)
+
+
+class Compose:
+    """Steps applied in order. Calling it, ``pipeline(x, y, rng) -> (x, target)``, draws every
+    step's parameters for the batch and applies them with torch: one call per step per batch, on
+    x's device. ``draw`` + ``apply_numpy`` is the same with NumPy (the same draws for the same rng
+    state), and ``apply_numpy_per_example`` applies the steps one image at a time, as a
+    DataLoader's per-sample transforms run on the CPU."""
+
+    def __init__(self, *steps):
+        for k, step in enumerate(steps):
+            if not all(hasattr(step, name) for name in ("draw", "apply_numpy", "apply_torch", "output_hw")):
+                raise TypeError(f"steps[{k}]: expected an augmentation step (RandomFlip, ...), got {type(step).__name__}")
+        self.steps = steps
+
+    def draw(self, n: int, image_hw, rng: np.random.Generator) -> list:
+        """Each step's parameters, in order; a step draws for the image size the steps before it return."""
+        params = []
+        for step in self.steps:
+            params.append(step.draw(n, image_hw, rng))
+            image_hw = step.output_hw(image_hw)
+        return params
+
+    def apply_numpy(self, x: np.ndarray, y, params: list) -> tuple:
+        """(x, y) after every step, NumPy, with parameters from ``draw``."""
+        for step, step_params in zip(self.steps, params, strict=True):
+            x, y = step.apply_numpy(x, y, step_params) if step.mixes_labels else (step.apply_numpy(x, step_params), y)
+        return x, y
+
+    def apply_torch(self, x: torch.Tensor, y, params: list) -> tuple:
+        """(x, y) after every step, torch, with parameters from ``draw``."""
+        for step, step_params in zip(self.steps, params, strict=True):
+            x, y = step.apply_torch(x, y, step_params) if step.mixes_labels else (step.apply_torch(x, step_params), y)
+        return x, y
+
+    def __call__(self, x: torch.Tensor, y, rng: np.random.Generator) -> tuple:
+        x = _check_images("x", x, torch_batch=True)
+        return self.apply_torch(x, y, self.draw(x.shape[0], tuple(x.shape[2:]), rng))
+
+    def apply_numpy_per_example(self, x: np.ndarray, y, rng: np.random.Generator) -> tuple:
+        """The pipeline one image at a time (NumPy), with the draws ``draw`` makes for the batch, so
+        the result equals the batch path's. A mixing step needs the whole batch: the per-example
+        steps before it run image by image, then it mixes the batch."""
+        x, _ = _as_batch("x", x)
+        params = self.draw(x.shape[0], tuple(x.shape[2:]), rng)
+        pending = []                                    # per-example steps waiting to run, with their draws
+        for step, step_params in zip(self.steps, params):
+            if step.mixes_labels:
+                x, pending = _run_per_example(x, pending), []
+                x, y = step.apply_numpy(x, y, step_params)
+            else:
+                pending.append((step, step_params))
+        return _run_per_example(x, pending), y
+
+    def output_hw(self, image_hw) -> tuple:
+        for step in self.steps:
+            image_hw = step.output_hw(image_hw)
+        return image_hw
+
+    def __repr__(self) -> str:
+        return f"Compose({', '.join(repr(step) for step in self.steps)})"
+
+
+def _run_per_example(x: np.ndarray, steps_and_params: list) -> np.ndarray:
+    """Each image (C, H, W) through the steps in turn, with its own row of each step's parameters."""
+    if not steps_and_params:
+        return x
+    images = []
+    for k, image in enumerate(x):
+        for step, params in steps_and_params:
+            image = step.apply_numpy(image, params[k])
+        images.append(image)
+    return np.stack(images)
+
+
+# ---------------------------------------------------------------------------------------
+# Test-time augmentation
+# ---------------------------------------------------------------------------------------
+
+def _mean_softmax(model: nn.Module, batches) -> torch.Tensor:
+    """The mean of softmax(model(b)) over the batches, in eval mode without gradients (the
+    model's mode is restored afterwards)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            probabilities = [F.softmax(model(batch), dim=1) for batch in batches]
+    finally:
+        model.train(was_training)
+    return torch.stack(probabilities).mean(dim=0)
+
+
+def tta_predict(model: nn.Module, x: torch.Tensor, views) -> torch.Tensor:
+    """Test-time augmentation: the mean over ``views`` (functions tensor → tensor, e.g. the identity
+    and ``hflip_torch``) of the model's softmax probabilities on view(x). Returns (N, num_classes)."""
+    x = _check_images("x", x, torch_batch=True)
+    views = list(views)
+    if not views or not all(callable(view) for view in views):
+        raise TypeError("views: expected a non-empty list of functions tensor -> tensor")
+    return _mean_softmax(model, (view(x) for view in views))
+
+
+def ten_crop_predict(model: nn.Module, x: torch.Tensor, size_hw, flips: bool = True) -> torch.Tensor:
+    """The ten-crop prediction (Krizhevsky et al. 2012): the mean softmax over the four corner crops,
+    the centre crop and (``flips=True``) the same five of the mirrored images. Returns (N, num_classes)."""
+    crops = ten_crop_torch(x, size_hw)
+    return _mean_softmax(model, crops if flips else crops[:5])
