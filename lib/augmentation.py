@@ -372,7 +372,7 @@ def resize_bilinear(x: np.ndarray, size_hw) -> np.ndarray:
     r0, r1, row_weight = _bilinear_taps(batch.shape[2], out_h)
     c0, c1, col_weight = _bilinear_taps(batch.shape[3], out_w)
     rows = (1 - row_weight)[:, None] * batch[:, :, r0] + row_weight[:, None] * batch[:, :, r1]   # (2) down the rows
-    out = (1 - col_weight) * rows[..., c0] + col_weight * rows[..., c1]                           # (2) along the columns
+    out = (1 - col_weight) * rows[..., c0] + col_weight * rows[..., c1]                           # (2) across
     return _single_out(out, single)
 
 
@@ -381,7 +381,8 @@ def resized_crop(x: np.ndarray, boxes, size_hw) -> np.ndarray:
     bilinearly to ``size_hw``: torchvision's ``resized_crop(..., antialias=False)``."""
     batch, single = _as_batch("x", x)
     boxes = _check_boxes(_param("boxes", boxes, len(batch), single, (4,), kind="int"), batch.shape)
-    out = [resize_bilinear(image[:, top:top + h, left:left + w], size_hw) for image, (top, left, h, w) in zip(batch, boxes)]
+    out = [resize_bilinear(image[:, top:top + h, left:left + w], size_hw)
+           for image, (top, left, h, w) in zip(batch, boxes)]
     return _single_out(np.stack(out), single)
 
 
@@ -792,7 +793,8 @@ def _rgb_to_hsv_torch(x: torch.Tensor) -> tuple:
     chroma = value - minimum
     grey = chroma == 0
     safe_chroma = torch.where(grey, torch.ones_like(chroma), chroma)
-    saturation = torch.where(grey, torch.zeros_like(chroma), chroma / torch.where(value == 0, torch.ones_like(value), value))
+    safe_value = torch.where(value == 0, torch.ones_like(value), value)
+    saturation = torch.where(grey, torch.zeros_like(chroma), chroma / safe_value)
     hue = torch.where(value == r, (g - b) / safe_chroma,
                       torch.where(value == g, 2 + (b - r) / safe_chroma, 4 + (r - g) / safe_chroma))
     hue = torch.where(grey, torch.zeros_like(hue), hue)
@@ -1027,7 +1029,8 @@ class _MixingStep(_Step):
     def _checked_soft(self, y):
         check_array("y", y, ndim=2)
         if y.shape[1] != self.num_classes:
-            raise ValueError(f"y: expected labels (N,) or probabilities (N, {self.num_classes}), got shape {tuple(y.shape)}")
+            raise ValueError(f"y: expected labels (N,) or probabilities (N, {self.num_classes}), "
+                             f"got shape {tuple(y.shape)}")
         return y
 
 
@@ -1067,7 +1070,8 @@ class Compose:
     def __init__(self, *steps):
         for k, step in enumerate(steps):
             if not all(hasattr(step, name) for name in ("draw", "apply_numpy", "apply_torch", "output_hw")):
-                raise TypeError(f"steps[{k}]: expected an augmentation step (RandomFlip, ...), got {type(step).__name__}")
+                raise TypeError(f"steps[{k}]: expected an augmentation step (RandomFlip, ...), "
+                                f"got {type(step).__name__}")
         self.steps = steps
 
     def draw(self, n: int, image_hw, rng: np.random.Generator) -> list:

@@ -72,7 +72,8 @@ def test_pad_crop_paths_agree(shape, padding, fill):
 def test_resized_crop_paths_agree(shape, size_hw):
     x, rng = images(shape), np.random.default_rng(3)
     boxes = draw_resized_crop_boxes(shape[0], shape[2:], scale=(0.2, 1.0), rng=rng)
-    expected = per_image(lambda image, b: TF.resized_crop(image, *map(int, b), list(size_hw), antialias=False), x, boxes)
+    expected = per_image(lambda image, b: TF.resized_crop(image, *map(int, b), list(size_hw), antialias=False),
+                         x, boxes)
     assert_paths_agree(resized_crop(x, boxes, size_hw), resized_crop_torch(torch.tensor(x), boxes, size_hw), expected)
 
 
@@ -190,7 +191,8 @@ def test_grayscale_and_color_jitter_paths_agree(shape):
     def torchvision_jitter(image, f):
         image = TF.adjust_saturation(TF.adjust_contrast(TF.adjust_brightness(image, f[0]), f[1]), f[2])
         return TF.adjust_hue(image, f[3])
-    np.testing.assert_allclose(color_jitter_torch(torch.tensor(x), factors).numpy(), color_jitter(x, factors), atol=1e-12)
+    np.testing.assert_allclose(color_jitter_torch(torch.tensor(x), factors).numpy(), color_jitter(x, factors),
+                               atol=1e-12)
     np.testing.assert_allclose(per_image(torchvision_jitter, x, factors), color_jitter(x, factors), atol=1e-6)
 
 
@@ -321,11 +323,14 @@ def test_beta_mean_is_one_half(alpha):
     np.testing.assert_array_equal(np.sort(perm), np.arange(6))
 
 
-def test_cutmix_box_share_follows_lambda():
-    """Unclipped, the box's side is ⌊H·√(1 − λ)⌋, so its area share is about 1 − λ: mean 1/2 for α = 1."""
-    rng = np.random.default_rng(15)
-    shares = np.array([np.prod(draw_cutmix(2, (32, 32), 1.0, rng=rng)[0][2:]) / 32**2 for _ in range(3000)])
-    assert 0.2 < shares.mean() < 0.5           # below 1/2: ⌊·⌋ and clipping at the border shrink the box
+def test_cutmix_box_side_follows_lambda():
+    """The box's side is ⌊H·√(1 − λ)⌋ × ⌊W·√(1 − λ)⌋ before clipping, so its area share is about 1 − λ."""
+    for seed in range(200):
+        lam = np.random.default_rng(seed).beta(1.0, 1.0)              # draw_cutmix's first draw
+        (top, left, h, w), _ = draw_cutmix(4, (32, 24), 1.0, rng=np.random.default_rng(seed))
+        assert h <= int(32 * np.sqrt(1 - lam)) and w <= int(24 * np.sqrt(1 - lam))
+        if 0 < top and top + h < 32 and 0 < left and left + w < 24:   # not clipped: the full side
+            assert (h, w) == (int(32 * np.sqrt(1 - lam)), int(24 * np.sqrt(1 - lam)))
 
 
 # --------------------------------------------------------------------------------------
