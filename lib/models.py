@@ -51,3 +51,27 @@ def _build_norm(norm, width: int):
     if not isinstance(layer, nn.Module):
         raise TypeError(f"norm: expected a function that returns an nn.Module, got {type(layer).__name__} from norm({width})")
     return layer
+
+
+def small_cnn(in_channels: int = 1, num_classes: int = 10, width: int = 16, image_hw: tuple = (8, 8)) -> nn.Sequential:
+    """A small convolutional network for small images (the 8×8 digits; 32×32 CIFAR-10):
+
+        conv 3×3 (width) → ReLU → conv 3×3 (2·width) → ReLU → max-pool 2×2 → linear (num_classes)
+
+    The 3×3 convolutions are padded by 1, so they keep the image size; after the pooling the
+    linear layer sees 2·width · (H/2) · (W/2) features, so the network is built for one image
+    size ``image_hw`` (even H and W). Input ``(N, in_channels, H, W)``, output logits ``(N, num_classes)``.
+    """
+    check_int("in_channels", in_channels, minimum=1)
+    check_int("num_classes", num_classes, minimum=2)
+    check_int("width", width, minimum=1)
+    if (not isinstance(image_hw, (tuple, list)) or len(image_hw) != 2
+            or not all(isinstance(side, int) and side >= 2 and side % 2 == 0 for side in image_hw)):
+        raise ValueError(f"image_hw: expected (height, width), two even integers >= 2, got {image_hw!r}")
+    height, width_px = image_hw
+    return nn.Sequential(
+        nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(),
+        nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(2 * width * (height // 2) * (width_px // 2), num_classes),
+    )

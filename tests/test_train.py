@@ -469,3 +469,14 @@ def test_augment_must_be_a_function():
         run(augment="flip")
     with pytest.raises(TypeError, match=r"augment: expected None or a function"):
         train_seeds(float64_mlp(None), blobs(), OPTIMIZERS["SGD momentum"], SEEDS, augment=3, **FIT)
+
+
+def test_small_cnn_maps_images_to_logits_and_checks_its_image_size():
+    from lib.models import small_cnn
+
+    assert small_cnn()(torch.zeros(5, 1, 8, 8)).shape == (5, 10)
+    assert small_cnn(3, 10, width=4, image_hw=(32, 32))(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    with pytest.raises(ValueError, match=r"image_hw: expected \(height, width\), two even integers"):
+        small_cnn(image_hw=(7, 8))
+    with pytest.raises(ValueError, match=r"num_classes: expected an integer >= 2"):
+        small_cnn(num_classes=1)
