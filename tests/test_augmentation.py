@@ -463,3 +463,15 @@ def test_tta_with_the_identity_is_softmax_and_restores_the_mode():
     torch.testing.assert_close(probabilities, F.softmax(model(x), dim=1))
     both = tta_predict(model, x, [lambda t: t, hflip_torch])
     torch.testing.assert_close(both, (F.softmax(model(x), 1) + F.softmax(model(x.flip(-1)), 1)) / 2)
+
+
+def test_train_digits_cnn_trains_each_seed_with_the_recipe_and_returns_test_accuracies():
+    from lib.augmentation import train_digits_cnn
+    from lib.data import digits_splits
+
+    data = digits_splits(train_size=64, val_size=32)
+    models, accuracies = train_digits_cnn(data, RandomFlip(), [0, 1], progress=False, steps=3, width=2)
+    assert len(models) == 2 and accuracies.shape == (2,) and ((0 <= accuracies) & (accuracies <= 1)).all()
+    assert models[0][0].out_channels == 2
+    with pytest.raises(ValueError, match=r"recipe: unknown entries \['epochs'\]"):
+        train_digits_cnn(data, None, [0], epochs=3)
