@@ -3,6 +3,7 @@ ways on the CPU, one image at a time in NumPy (as a DataLoader's per-sample tran
 NumPy batch, and as one torch call per step, plus the torch batch on the GPU when there is one.
 
     python benchmarks/augmentation_throughput.py
+    THREADS=1 python benchmarks/augmentation_throughput.py     # torch on one CPU thread
 
 Images per second (higher is better), best of repeated timings, float32 inputs. Every way
 draws its parameters with NumPy inside the timing, as in training. The GPU's input batch is
