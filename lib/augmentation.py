@@ -699,31 +699,37 @@ def resize_bilinear_torch(x: torch.Tensor, size_hw) -> torch.Tensor:
     return F.interpolate(x, size=_check_hw("size_hw", size_hw), mode="bilinear", align_corners=False, antialias=False)
 
 
-def _interpolation_matrices(starts: torch.Tensor, lengths: torch.Tensor, in_size: int, out_size: int,
-                            dtype) -> torch.Tensor:
-    """(N, out, in) matrices that crop [start, start + length) and resize it to ``out`` with (1)-(2):
-    row k holds 1 − λ at start + i0 and λ at start + i1."""
-    scale = lengths.to(dtype)[:, None] / out_size
-    src = (scale * (torch.arange(out_size, device=starts.device, dtype=dtype) + 0.5) - 0.5).clamp(min=0)
+def _two_tap_resize_torch(x: torch.Tensor, starts: torch.Tensor, lengths: torch.Tensor, out_size: int,
+                          dim: int) -> torch.Tensor:
+    """Equations (1)-(2) along ``dim`` (2: rows, 3: columns) for each example's own span
+    [start, start + length) of x (N, C, H, W): gather the two taps, then blend them.
+    Only the two taps of each output pixel are read, so the work grows with the output."""
+    scale = lengths.to(x.dtype)[:, None] / out_size
+    src = (scale * (torch.arange(out_size, device=x.device, dtype=x.dtype) + 0.5) - 0.5).clamp(min=0)   # (1)
     i0 = src.floor()
-    lam = src - i0
+    lam = src - i0                                                                                # (N, out)
     i0 = i0.long()
-    i1 = torch.minimum(i0 + 1, lengths[:, None] - 1)
-    matrices = torch.zeros(len(starts), out_size, in_size, dtype=dtype, device=starts.device)
-    matrices.scatter_add_(2, (starts[:, None] + i0)[..., None], (1 - lam)[..., None])
-    matrices.scatter_add_(2, (starts[:, None] + i1)[..., None], lam[..., None])
-    return matrices
+    i1 = torch.minimum(i0 + 1, lengths[:, None] - 1)                     # the span's last pixel repeats
+    shape = [x.shape[0], 1, 1, 1]
+    shape[dim] = out_size                                                # index and weight broadcast along dim
+    out_shape = list(x.shape)
+    out_shape[dim] = out_size
+
+    def taps(index: torch.Tensor) -> torch.Tensor:
+        return x.gather(dim, (starts[:, None] + index).view(shape).expand(out_shape))
+
+    lam = lam.view(shape)
+    return (1 - lam) * taps(i0) + lam * taps(i1)                                                      # (2)
 
 
 def resized_crop_torch(x: torch.Tensor, boxes, size_hw) -> torch.Tensor:
-    """``resized_crop`` on a batch with one box per example: out = R_n · x_n · C_nᵀ with the
-    interpolation matrices R_n (h', H) and C_n (w', W) of each example's box."""
+    """``resized_crop`` on a batch with one box per example: equations (1)-(2) down the rows of each
+    box, then across its columns, by gathering each output pixel's two taps (no loop over examples)."""
     x = _check_images("x", x, torch_batch=True)
     out_h, out_w = _check_hw("size_hw", size_hw)
     top, left, h, w = _check_boxes(_param_torch("boxes", boxes, x, (4,), kind="int"), x.shape).unbind(1)
-    row_matrices = _interpolation_matrices(top, h, x.shape[2], out_h, x.dtype)       # (N, h', H)
-    col_matrices = _interpolation_matrices(left, w, x.shape[3], out_w, x.dtype)      # (N, w', W)
-    return row_matrices[:, None] @ x @ col_matrices.transpose(1, 2)[:, None]
+    rows = _two_tap_resize_torch(x, top, h, out_h, dim=2)                          # (N, C, h', W)
+    return _two_tap_resize_torch(rows, left, w, out_w, dim=3)                      # (N, C, h', w')
 
 
 def rotate_torch(x: torch.Tensor, angles, fill: float | None = 0.0) -> torch.Tensor:
