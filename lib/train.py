@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
@@ -193,11 +194,29 @@ def _check_augment(augment) -> None:
         raise TypeError(f"augment: expected None or a function (x, y, rng) -> (x, target), got {type(augment).__name__}")
 
 
-def _augment_each_seed(augment, x: torch.Tensor, y: torch.Tensor, rngs: list):
-    """Seed i's batch ``x[i], y[i]`` through ``augment`` with seed i's own generator, restacked.
-    One call per seed, so that batch-level steps (mixup's pairing) never mix two seeds' data."""
-    pairs = [augment(x[index], y[index], rng) for index, rng in enumerate(rngs)]
-    return torch.stack([x for x, _ in pairs]), torch.stack([target for _, target in pairs])
+def _augments_per_seed(augment, seeds: list) -> list:
+    """``augment`` for train_seeds as one entry (a function or None) per seed."""
+    if not isinstance(augment, (list, tuple)):
+        _check_augment(augment)
+        return [augment] * len(seeds)
+    if len(augment) != len(seeds):
+        raise ValueError(f"augment: expected one entry per seed ({len(seeds)}), got {len(augment)}")
+    for entry in augment:
+        _check_augment(entry)
+    return list(augment)
+
+
+def _augment_each_seed(augments: list, x: torch.Tensor, y: torch.Tensor, rngs: list):
+    """Seed i's batch ``x[i], y[i]`` through its own ``augments[i]`` (None: unchanged) with its own
+    generator, restacked. One call per seed, so that batch-level steps (mixup's pairing) never mix
+    two seeds' data. If any seed's targets are probabilities (B, C), the others' labels become one-hot."""
+    pairs = [(x[i], y[i]) if augment is None else augment(x[i], y[i], rng)
+             for i, (augment, rng) in enumerate(zip(augments, rngs))]
+    targets = [target for _, target in pairs]
+    if any(target.ndim == 2 for target in targets):
+        classes = next(target.shape[1] for target in targets if target.ndim == 2)
+        targets = [target if target.ndim == 2 else F.one_hot(target, classes).to(x.dtype) for target in targets]
+    return torch.stack([images for images, _ in pairs]), torch.stack(targets)
 
 
 def _check_seeds(seeds) -> list:
@@ -314,9 +333,11 @@ def train_seeds(
 
     ``augment`` is as in ``train``, called once per seed and step with that seed's
     generator ``augment_rng(seed)``, so each seed sees the augmentations a separate run would.
+    It may also be a list with one entry (a function or None) per seed: then one batched run
+    trains several augmentations side by side, each on its own seeds.
     """
     seeds = _check_seeds(seeds)
-    _check_augment(augment)
+    augments = _augments_per_seed(augment, seeds)
     rngs = [augment_rng(seed) for seed in seeds]
     if not callable(make_optimizer):
         raise TypeError(f"make_optimizer: expected a function of a parameter list, got {type(make_optimizer).__name__}")
@@ -350,7 +371,7 @@ def train_seeds(
     bar = tqdm(range(1, steps + 1), desc=description, disable=not progress, mininterval=0.5)
     for step in bar:
         x, y = _next_batches(streams)                                                  # (k, B, D), (k, B)
-        x, target = _augment_each_seed(augment, x, y, rngs) if augment is not None else (x, y)
+        x, target = _augment_each_seed(augments, x, y, rngs) if any(augments) else (x, y)
         logits = stacked(x)                                                            # (k, B, C)
         losses = nn.functional.cross_entropy(logits.flatten(0, 1), target.flatten(0, 1), reduction="none")
         losses = losses.view(y.shape).mean(dim=1)                                      # (k,): each model's mean loss

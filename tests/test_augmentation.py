@@ -475,3 +475,21 @@ def test_train_digits_cnn_trains_each_seed_with_the_recipe_and_returns_test_accu
     assert models[0][0].out_channels == 2
     with pytest.raises(ValueError, match=r"recipe: unknown entries \['epochs'\]"):
         train_digits_cnn(data, None, [0], epochs=3)
+
+
+def test_train_augmentations_trains_each_augmentation_on_its_own_seeds_in_one_run():
+    from lib.augmentation import train_augmentations, train_digits_cnn
+    from lib.data import digits_splits
+
+    data = digits_splits(train_size=64, val_size=32)
+    recipe = dict(steps=4, width=2)
+    runs = train_augmentations(data, {"none": None, "flips": RandomFlip(), "mixup": Mixup(0.4, 10)}, [0, 2],
+                               progress=False, **recipe)
+    assert runs.seeds == {"none": [0, 2], "flips": [3, 5], "mixup": [6, 8]}
+    for name, augment in [("none", None), ("flips", RandomFlip()), ("mixup", Mixup(0.4, 10))]:
+        # the same networks as a separate run of that augmentation alone on those seeds
+        _, alone = train_digits_cnn(data, augment, runs.seeds[name], progress=False, **recipe)
+        np.testing.assert_allclose(runs.test_accuracy[name], alone, atol=1e-12)
+        assert len(runs.models[name]) == 2
+    with pytest.raises(TypeError, match=r"augmentations: expected a non-empty dict"):
+        train_augmentations(data, [None], [0])

@@ -480,3 +480,16 @@ def test_small_cnn_maps_images_to_logits_and_checks_its_image_size():
         small_cnn(image_hw=(7, 8))
     with pytest.raises(ValueError, match=r"num_classes: expected an integer >= 2"):
         small_cnn(num_classes=1)
+
+
+def test_train_seeds_takes_one_augment_per_seed_and_mixes_labels_and_probabilities():
+    augments = [None, noise_and_soft_labels, None]
+    models, histories = train_seeds(float64_mlp(None), blobs(), OPTIMIZERS["SGD momentum"], SEEDS, augment=augments,
+                                    **FIT)
+    for seed, augment, model, history in zip(SEEDS, augments, models, histories):
+        assert_same_run(model, history, *separate_run(float64_mlp(None), OPTIMIZERS["SGD momentum"], seed,
+                                                      augment=augment))
+    with pytest.raises(ValueError, match=r"augment: expected one entry per seed \(3\), got 2"):
+        train_seeds(float64_mlp(None), blobs(), OPTIMIZERS["SGD momentum"], SEEDS, augment=[None, None], **FIT)
+    with pytest.raises(TypeError, match=r"augment: expected None or a function"):
+        train_seeds(float64_mlp(None), blobs(), OPTIMIZERS["SGD momentum"], SEEDS, augment=[None, 1, None], **FIT)
