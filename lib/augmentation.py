@@ -372,7 +372,9 @@ def _bilinear_taps(in_size: int, out_size: int) -> tuple:
 def resize_bilinear(x: np.ndarray, size_hw) -> np.ndarray:
     """Bilinear resize to ``size_hw`` with equations (1)-(2) along rows, then columns; equals
     ``F.interpolate(mode="bilinear", align_corners=False, antialias=False)``. No antialiasing:
-    shrinking by more than 2x skips source pixels (torchvision's resize antialiases by default)."""
+    two taps are no low-pass filter, so any shrink (2x included) aliases detail finer than the
+    output can show (periods under 2 output pixels); past 2x the taps also skip source pixels.
+    torchvision's resize antialiases by default."""
     batch, single = _as_batch("x", x)
     out_h, out_w = _check_hw("size_hw", size_hw)
     r0, r1, row_weight = _bilinear_taps(batch.shape[2], out_h)
