@@ -126,3 +126,15 @@ def test_quiz_json_is_plain_data():
     for path in (resources.files("lib") / "quizzes").iterdir():
         if path.name.endswith(".json"):
             quiz.validate_questions(json.loads(path.read_text(encoding="utf-8")))
+
+
+def test_best_seconds_is_the_fastest_of_the_repeats():
+    from lib.notebook import best_seconds
+
+    calls = []
+    seconds = best_seconds(lambda: calls.append(1), repeats=3)
+    assert calls == [1, 1, 1] and 0 <= seconds < 0.1
+    with pytest.raises(TypeError, match=r"run: expected a function"):
+        best_seconds(3)
+    with pytest.raises(ValueError, match=r"repeats: expected an integer >= 1"):
+        best_seconds(lambda: None, repeats=0)
