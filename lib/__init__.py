@@ -19,6 +19,7 @@ Chapter modules (NumPy reference and torch path side by side):
   - ``lib.initialization``
   - ``lib.regularization``: weight decay (L2 and decoupled, SGD and Adam), Monte-Carlo dropout,
     DropConnect, stochastic depth, fractional max pooling
+  - ``lib.schedules``: learning-rate schedules (lib = torch), the range test, a loss-spike guard
 """
 
 __version__ = "0.1.0"
