@@ -19,6 +19,10 @@ then ``scheduler.step()``; after t calls to ``scheduler.step()`` the rate is f(t
 ``torch_scheduler(name, optimizer, **params)`` builds torch's counterpart of the same schedule and
 ``ScheduleLR`` drives any torch optimizer with one of ours, so lib and torch can be compared value
 for value (``compare_with_torch``).
+
+The range test (``lr_range_test``, Smith 2017) raises the rate exponentially during a short run
+and reads a starting rate off where the loss falls fastest. ``global_grad_norm`` and
+``SpikeDetector`` watch a run for loss or gradient spikes, judged by median and MAD.
 """
 from __future__ import annotations
 
@@ -41,6 +45,7 @@ __all__ = [
     "cosine_restarts_lr", "one_cycle_lr", "exponential_range_lr",
     "SCHEDULES", "Schedule", "make_schedule", "schedule_values",
     "torch_scheduler", "ScheduleLR", "compare_with_torch",
+    "RangeTest", "lr_range_test", "global_grad_norm", "SpikeDetector",
 ]
 
 
@@ -460,3 +465,205 @@ def compare_with_torch(name: str, num_steps: int, **params) -> dict:
     peak = float(np.max(np.abs(values_torch)))
     return dict(max_abs=max_abs, max_rel=max_abs / peak if peak > 0 else max_abs,
                 values_lib=values_lib, values_torch=values_torch)
+
+
+# ---------------------------------------------------------------------------------------
+# The learning-rate range test (Smith 2017)
+# ---------------------------------------------------------------------------------------
+
+@dataclass
+class RangeTest:
+    """The result of ``lr_range_test``; every array has one entry per step taken, shape (steps,).
+
+    ``lrs[t]``: the rate of update t; ``losses[t]``: the mini-batch loss just before update t
+    (so it reflects the rates up to t − 1); ``smoothed``: their bias-corrected moving average;
+    ``suggestion``: the rate where the smoothed loss fell fastest; ``min_loss_lr``: the rate at
+    the smoothed loss's minimum; ``stopped_early``: the loss exploded before the last step.
+    """
+
+    lrs: np.ndarray
+    losses: np.ndarray
+    smoothed: np.ndarray
+    stopped_early: bool
+    suggestion: float
+    min_loss_lr: float
+
+    def plot(self, ax=None):
+        """Loss against rate on a log axis, the suggestion and the minimum marked; returns the axes."""
+        import matplotlib.pyplot as plt  # only for the figure: the test itself runs without matplotlib
+
+        ax = ax if ax is not None else plt.gca()
+        ax.plot(self.lrs, self.losses, color="0.7", lw=1, label="mini-batch loss")
+        ax.plot(self.lrs, self.smoothed, color="C0", lw=2, label="smoothed loss")
+        ax.axvline(self.suggestion, color="C2", ls="-", label=f"steepest descent: {self.suggestion:.2g}")
+        ax.axvline(self.min_loss_lr, color="C3", ls="--", label=f"minimum of smoothed loss: {self.min_loss_lr:.2g}")
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate (log scale)")
+        ax.set_ylabel("training loss")
+        ax.set_title("Learning-rate range test")
+        ax.legend()
+        return ax
+
+
+def _smoothed(losses: list, smoothing: float) -> np.ndarray:
+    """Exponential moving average m_t = (1 − s)·m_(t−1) + s·ℓ_t, m_(−1) = 0, divided by 1 − (1 − s)^(t+1)
+    so that the first values are not pulled towards the zero it starts from."""
+    average, smoothed = 0.0, []
+    for t, loss in enumerate(losses):
+        average = (1 - smoothing) * average + smoothing * loss
+        smoothed.append(average / (1 - (1 - smoothing) ** (t + 1)))
+    return np.array(smoothed)
+
+
+def _steepest_descent(lrs: np.ndarray, smoothed: np.ndarray, smoothing: float) -> int:
+    """Index of the most negative slope d(smoothed loss)/d(log lr), among the steps before the minimum.
+
+    The first 1/smoothing steps are passed over when the minimum comes later: until then the
+    average holds fewer losses than its memory spans, and its slope is mostly mini-batch noise.
+    """
+    lowest = int(np.argmin(smoothed))
+    if lowest < 2:  # no descent to speak of (np.gradient also needs two points)
+        return 0
+    slopes = np.gradient(smoothed[: lowest + 1], np.log(lrs[: lowest + 1]))
+    first = min(round(1 / smoothing), lowest - 1)
+    return first + int(np.argmin(slopes[first:lowest]))
+
+
+def lr_range_test(model: nn.Module, data: Splits, make_optimizer, min_lr: float = 1e-5, max_lr: float = 10.0,
+                  num_steps: int = 100, batch_size: int = 64, smoothing: float = 0.05,
+                  explode_factor: float = 4.0, seed: int = 0) -> RangeTest:
+    """The learning-rate range test (Smith 2017): train briefly while the rate grows exponentially
+    from ``min_lr`` to ``max_lr`` (``exponential_range_lr``), and watch the loss.
+
+    Trains a copy of ``model`` (the caller's model is untouched) with cross-entropy on mini-batches
+    of ``data``'s training split (``lib.data.TensorBatches``, ``seed``) for up to ``num_steps``
+    updates; ``make_optimizer(parameters)`` builds the optimizer, whose every group's rate is set
+    before each update. Stops early once the smoothed loss exceeds ``explode_factor`` times its best
+    value so far, or the loss is NaN or infinite.
+
+    The suggestion is the rate at the steepest descent of the smoothed loss: the most negative
+    slope against log lr, among the steps before the smoothed loss's minimum (and after the first
+    1/smoothing steps, whose average is still mostly mini-batch noise). A common alternative
+    is the rate at the minimum divided by 10 (``min_loss_lr / 10``). Either is a starting point to
+    be checked by a real training run, not an answer: the test's few steps see only the start of
+    training.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a torch nn.Module, got {type(model).__name__}")
+    if not isinstance(data, Splits):
+        raise TypeError(f"data: expected a lib.data.Splits, got {type(data).__name__}")
+    if not callable(make_optimizer):
+        raise TypeError(f"make_optimizer: expected a function parameters -> optimizer, got {type(make_optimizer).__name__}")
+    exponential_range_lr(0, min_lr, max_lr, num_steps)  # checks min_lr, max_lr, num_steps
+    smoothing = check_probability("smoothing", smoothing)
+    if smoothing == 0:
+        raise ValueError("smoothing: expected a weight in (0, 1] for the newest loss, got 0")
+    explode_factor = check_positive("explode_factor", explode_factor)
+    if explode_factor <= 1:
+        raise ValueError(f"explode_factor: expected a factor > 1, got {explode_factor}")
+
+    trial = copy.deepcopy(model).train()
+    first = next(trial.parameters())
+    x, y = to_tensors(data.x_train, data.y_train, first.device, first.dtype)
+    batches = iter(TensorBatches(x, y, check_int("batch_size", batch_size, minimum=1), seed=seed))
+    optimizer = make_optimizer(trial.parameters())
+    lrs, losses, stopped_early = [], [], False
+    for step in range(num_steps):
+        lr = exponential_range_lr(step, min_lr, max_lr, num_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        inputs, targets = next(batches)
+        loss = nn.functional.cross_entropy(trial(inputs), targets)
+        if not torch.isfinite(loss):
+            stopped_early = True
+            break
+        lrs.append(lr)
+        losses.append(loss.item())
+        smoothed = _smoothed(losses, smoothing)
+        if smoothed[-1] > explode_factor * smoothed.min():
+            stopped_early = step < num_steps - 1
+            break
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    lrs, smoothed = np.array(lrs), _smoothed(losses, smoothing)
+    return RangeTest(lrs=lrs, losses=np.array(losses), smoothed=smoothed, stopped_early=stopped_early,
+                     suggestion=float(lrs[_steepest_descent(lrs, smoothed, smoothing)]),
+                     min_loss_lr=float(lrs[np.argmin(smoothed)]))
+
+
+# ---------------------------------------------------------------------------------------
+# Gradient norms and a loss-spike guard
+# ---------------------------------------------------------------------------------------
+
+def global_grad_norm(model_or_parameters) -> float:
+    """‖g‖ = √(Σ over every parameter of Σ g²): the L2 norm of all gradients taken as one vector,
+    as ``torch.nn.utils.clip_grad_norm_`` computes it. Parameters without a gradient are skipped.
+
+    ``model_or_parameters``: an ``nn.Module``, a tensor, or an iterable of tensors.
+    """
+    if isinstance(model_or_parameters, nn.Module):
+        parameters = list(model_or_parameters.parameters())
+    elif isinstance(model_or_parameters, torch.Tensor):
+        parameters = [model_or_parameters]
+    else:
+        try:
+            parameters = list(model_or_parameters)
+        except TypeError:
+            raise TypeError(f"model_or_parameters: expected a module, a tensor or an iterable of tensors, "
+                            f"got {type(model_or_parameters).__name__}") from None
+        if not all(isinstance(p, torch.Tensor) for p in parameters):
+            raise TypeError("model_or_parameters: expected every item to be a tensor")
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return 0.0
+    # the norm of the per-tensor norms, in the order clip_grad_norm_ takes them
+    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+
+
+@dataclass
+class SpikeDetector:
+    """Flags outliers in a stream of numbers (a per-batch loss, a gradient norm) as they arrive.
+
+    A value is flagged when it lies above median + ``threshold`` · 1.4826 · MAD of the previous
+    ``window`` unflagged values (MAD: the median absolute deviation from the median; × 1.4826 it
+    estimates the standard deviation of normal noise). NaN and infinity are always flagged; no
+    finite value is flagged among the first ``warmup`` ones. Flagged values never enter the window,
+    so a spike does not raise the baseline that the next value is judged against.
+
+    Why median and MAD rather than mean and standard deviation: one spike of size S moves a mean by
+    S / window and inflates a standard deviation by about S / √window, enough for a large spike to
+    hide itself and its neighbours; the median and the MAD barely move. A window of identical
+    values has MAD 0, so there anything above them is flagged.
+    ``flagged`` lists the indices (0, 1, ...) of the flagged values.
+    """
+
+    window: int = 50
+    threshold: float = 6.0
+    warmup: int = 20
+    flagged: list = field(default_factory=list, init=False)
+
+    def __post_init__(self):
+        check_int("window", self.window, minimum=2)
+        check_positive("threshold", self.threshold)
+        check_int("warmup", self.warmup, minimum=1)
+        self._recent, self._count = [], 0
+
+    def update(self, value) -> bool:
+        """Judge the next value; True if it is a spike (its index is then added to ``flagged``)."""
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            value = value.item()
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"value: expected a real number, got {type(value).__name__}")
+        index, self._count = self._count, self._count + 1
+        spike = not math.isfinite(value) or (index >= self.warmup and value > self._limit())
+        if spike:
+            self.flagged.append(index)
+        else:
+            self._recent = (self._recent + [float(value)])[-self.window:]
+        return spike
+
+    def _limit(self) -> float:
+        recent = np.array(self._recent)
+        median = np.median(recent)
+        return median + self.threshold * 1.4826 * np.median(np.abs(recent - median))

@@ -1,5 +1,7 @@
 """The schedules module: every schedule against its torch scheduler value for value over a whole
-run, ScheduleLR driving a torch optimizer as torch's own scheduler does, and bad arguments."""
+run, ScheduleLR driving a torch optimizer as torch's own scheduler does, the range test on a small
+linear classifier, the gradient norm against clip_grad_norm_, the spike detector on a noisy
+decreasing series, and bad arguments."""
 import math
 import warnings
 
@@ -7,10 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+from torch import nn
+
+from lib.data import Splits
 from lib.schedules import (
-    SCHEDULES, ScheduleLR, compare_with_torch, constant_lr, cosine_lr, cosine_restarts_lr, exponential_range_lr,
-    inverse_sqrt_lr, linear_decay_lr, make_schedule, one_cycle_lr, schedule_values, step_lr, torch_scheduler,
-    warmup_lr,
+    SCHEDULES, ScheduleLR, SpikeDetector, compare_with_torch, constant_lr, cosine_lr, cosine_restarts_lr,
+    exponential_range_lr, global_grad_norm, inverse_sqrt_lr, linear_decay_lr, lr_range_test, make_schedule,
+    one_cycle_lr, schedule_values, step_lr, torch_scheduler, warmup_lr,
 )
 
 # --------------------------------------------------------------------------------------
@@ -162,6 +167,98 @@ def test_make_schedule_reads_as_the_call_and_counts_warmup_in_the_run():
 
 
 # --------------------------------------------------------------------------------------
+# The range test
+# --------------------------------------------------------------------------------------
+
+def blobs(n=400, features=8, classes=3, seed=0):
+    """Gaussian blobs around random class centres: a problem a linear classifier learns in a few steps."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=2.0, size=(classes, features))
+    y = rng.integers(classes, size=n)
+    x = centres[y] + rng.normal(size=(n, features))
+    return Splits(x, y, x[:50], y[:50], x[:50], y[:50])
+
+
+def linear_model():
+    torch.manual_seed(0)
+    return nn.Linear(8, 3)
+
+
+def sgd(parameters):
+    return torch.optim.SGD(parameters, lr=0.0)
+
+
+def test_range_test_stops_once_the_loss_explodes_and_leaves_the_model_alone():
+    model = linear_model()
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    result = lr_range_test(model, blobs(), sgd, min_lr=1e-4, max_lr=1e4, num_steps=80, batch_size=32)
+    assert result.stopped_early and len(result.lrs) < 80
+    assert all(torch.equal(before[key], value) for key, value in model.state_dict().items())
+    assert result.lrs.shape == result.losses.shape == result.smoothed.shape
+    np.testing.assert_allclose(result.lrs, [exponential_range_lr(t, 1e-4, 1e4, 80) for t in range(len(result.lrs))])
+    assert 1e-4 <= result.suggestion <= result.min_loss_lr <= 1e4
+    assert result.smoothed.min() < 0.5 * result.smoothed[0]  # the loss did fall before it exploded
+
+
+def test_range_test_runs_to_the_end_when_the_rates_stay_small():
+    result = lr_range_test(linear_model(), blobs(), sgd, min_lr=1e-5, max_lr=1e-3, num_steps=30, batch_size=32)
+    assert not result.stopped_early and len(result.lrs) == 30
+    assert result.lrs[-1] == pytest.approx(1e-3)
+
+
+def test_range_test_smoothing_is_bias_corrected():
+    result = lr_range_test(linear_model(), blobs(), sgd, min_lr=1e-6, max_lr=1e-5, num_steps=3, smoothing=0.5)
+    first, second = result.losses[:2]
+    assert result.smoothed[0] == pytest.approx(first)  # not pulled towards the average's zero start
+    assert result.smoothed[1] == pytest.approx((0.25 * first + 0.5 * second) / 0.75)
+
+
+def test_range_test_plot_marks_the_suggestion():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    result = lr_range_test(linear_model(), blobs(), sgd, min_lr=1e-4, max_lr=1e4, num_steps=40, batch_size=32)
+    fig, ax = plt.subplots()
+    assert result.plot(ax) is ax and ax.get_xscale() == "log"
+    assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel() and len(ax.get_legend().get_texts()) == 4
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------
+# Gradient norms and spikes
+# --------------------------------------------------------------------------------------
+
+def test_global_grad_norm_equals_clip_grad_norm():
+    model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 2)).double()
+    model(torch.randn(7, 6, dtype=torch.float64)).pow(2).sum().backward()
+    expected = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=math.inf).item()
+    assert global_grad_norm(model) == pytest.approx(expected, rel=1e-15)
+    assert global_grad_norm(list(model.parameters())) == global_grad_norm(model)
+    assert global_grad_norm(nn.Linear(2, 2)) == 0.0  # no gradients yet
+
+
+def noisy_decreasing_series(spikes, n=500, seed=0):
+    rng = np.random.default_rng(seed)
+    series = 2 * np.exp(-np.arange(n) / 400) + 0.3 + 0.03 * rng.normal(size=n)
+    series[list(spikes)] += 1.0
+    return series
+
+
+def test_spike_detector_flags_exactly_the_injected_spikes():
+    spikes = [100, 250, 251, 400]  # two in a row: the first must not raise the baseline for the second
+    detector = SpikeDetector()
+    flags = [detector.update(value) for value in noisy_decreasing_series(spikes)]
+    assert detector.flagged == spikes == [i for i, flag in enumerate(flags) if flag]
+
+
+def test_spike_detector_always_flags_non_finite_values_and_waits_out_its_warmup():
+    detector = SpikeDetector(window=10, warmup=5)
+    values = [1.0, 50.0, math.nan, 1.1, 0.9, 1.0, torch.tensor(math.inf), 1.05, 50.0]
+    assert [detector.update(v) for v in values] == [False, False, True, False, False, False, True, False, True]
+
+
+# --------------------------------------------------------------------------------------
 # Bad arguments
 # --------------------------------------------------------------------------------------
 
@@ -216,6 +313,22 @@ BAD_CALLS = [
                              warmup_steps=2), ValueError, "warmup_start_factor"),
     (lambda: ScheduleLR(torch.optim.SGD([torch.zeros(1)], lr=1.0), 0.1), TypeError, "schedule"),
     (lambda: compare_with_torch("cosine", 0, base_lr=0.1, total_steps=10), ValueError, "num_steps"),
+    (lambda: lr_range_test("model", blobs(), sgd), TypeError, "model"),
+    (lambda: lr_range_test(linear_model(), (1, 2), sgd), TypeError, "data"),
+    (lambda: lr_range_test(linear_model(), blobs(), "sgd"), TypeError, "make_optimizer"),
+    (lambda: lr_range_test(linear_model(), blobs(), sgd, min_lr=0.0), ValueError, "min_lr"),
+    (lambda: lr_range_test(linear_model(), blobs(), sgd, min_lr=1.0, max_lr=0.1), ValueError, "max_lr"),
+    (lambda: lr_range_test(linear_model(), blobs(), sgd, num_steps=1), ValueError, "num_steps"),
+    (lambda: lr_range_test(linear_model(), blobs(), sgd, batch_size=0), ValueError, "batch_size"),
+    (lambda: lr_range_test(linear_model(), blobs(), sgd, smoothing=0.0), ValueError, "smoothing"),
+    (lambda: lr_range_test(linear_model(), blobs(), sgd, smoothing=1.5), ValueError, "smoothing"),
+    (lambda: lr_range_test(linear_model(), blobs(), sgd, explode_factor=1.0), ValueError, "explode_factor"),
+    (lambda: global_grad_norm(3.0), TypeError, "model_or_parameters"),
+    (lambda: global_grad_norm([1.0, 2.0]), TypeError, "model_or_parameters"),
+    (lambda: SpikeDetector(window=1), ValueError, "window"),
+    (lambda: SpikeDetector(threshold=0.0), ValueError, "threshold"),
+    (lambda: SpikeDetector(warmup=0), ValueError, "warmup"),
+    (lambda: SpikeDetector().update("1.0"), TypeError, "value"),
 ]
 
 
