@@ -7,9 +7,14 @@ experiment at once, as one batched model, and ``mean_spread`` / ``format_mean_sp
 ``metric_over_seeds`` / ``final_over_seeds`` report a result as mean ± spread over those
 seeds; ``compare_over_seeds`` applies the book's rule for calling one result better.
 ``SeedwiseSGD`` gives each seed of one batched run its own learning rate and weight decay.
+
+A learning-rate schedule is any function ``t -> rate`` of the update number t (or of the
+epoch); ``train`` and ``train_seeds`` set it before every update and log each update's
+mini-batch loss and rate (``History.step_loss`` / ``step_lr``).
 """
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 
@@ -19,11 +24,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from lib.checks import check_array, check_choice, check_int
+from lib.checks import check_array, check_choice, check_int, check_positive
 from lib.data import Splits, TensorBatches, to_tensors
 from lib.device import set_seed
 
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc")
+SCHEDULE_PER = ("step", "epoch")
 
 
 @dataclass
@@ -32,7 +38,13 @@ class History:
 
     ``train_loss`` / ``train_acc`` average the mini-batches since the previous record;
     ``val_loss`` / ``val_acc`` are measured on the whole validation split in eval mode.
-    ``extra`` holds what a ``record`` callback returned, one list per key.
+    ``extra`` holds what a ``record`` callback returned, one list per key, and ``lr`` the
+    learning rate of the last update before each record (at step 0: of the first update).
+
+    ``step_loss`` and ``step_lr`` hold one entry per update (``step_loss[t]``: the mini-batch
+    loss of update t, taken at loop step t + 1, before the update), so that spikes between
+    two records stay visible; ``step_extra`` holds what an ``on_step`` callback returned,
+    one list per key.
     """
 
     steps: list = field(default_factory=list)
@@ -42,6 +54,10 @@ class History:
     val_acc: list = field(default_factory=list)
     extra: dict = field(default_factory=dict)
     diverged: bool = False
+    lr: list = field(default_factory=list)
+    step_loss: list = field(default_factory=list)
+    step_lr: list = field(default_factory=list)
+    step_extra: dict = field(default_factory=dict)
 
     def final(self, metric: str = "val_acc") -> float:
         return getattr(self, metric)[-1]
@@ -72,7 +88,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return total_loss / len(x), correct / len(x)
 
 
-def _check_schedule(steps, epochs, batch_size: int, eval_every: int, n_train: int) -> int:
+def _check_length(steps, epochs, batch_size: int, eval_every: int, n_train: int) -> int:
     """Check the length and rhythm of a run; return its number of steps (``epochs`` converted)."""
     if (steps is None) == (epochs is None):
         raise ValueError("steps, epochs: give exactly one of them")
@@ -83,14 +99,59 @@ def _check_schedule(steps, epochs, batch_size: int, eval_every: int, n_train: in
     return check_int("steps", steps, minimum=1)
 
 
+def _rate_at(schedule, t: int) -> float:
+    """``schedule(t)``, checked to be a learning rate: a finite number >= 0."""
+    return check_positive(f"schedule({t})", schedule(t), allow_zero=True)
+
+
+def _rate_of_update(schedule, schedule_per: str, steps_per_epoch: int):
+    """Check the schedule arguments; return the function t -> rate of update t (t = 0, 1, ...), or None."""
+    check_choice("schedule_per", schedule_per, SCHEDULE_PER)
+    if schedule is None:
+        return None
+    if not callable(schedule):
+        raise TypeError(f"schedule: expected None or a function step -> learning rate, got {type(schedule).__name__}")
+    _rate_at(schedule, 0)  # a schedule that gives no rate fails here, before any training
+    if schedule_per == "epoch":
+        return lambda t: _rate_at(schedule, t // steps_per_epoch)
+    return lambda t: _rate_at(schedule, t)
+
+
+def _apply_schedule(optimizer: torch.optim.Optimizer, rate_of_update, t: int) -> None:
+    """Set every parameter group's rate for update t; without a schedule, leave the optimizer's own."""
+    if rate_of_update is not None:
+        rate = rate_of_update(t)
+        for group in optimizer.param_groups:
+            group["lr"] = rate
+
+
+def _rates_now(optimizer: torch.optim.Optimizer, k: int) -> list:
+    """The rate each of k seeds would be updated with now: SeedwiseSGD's own per seed, otherwise the
+    first parameter group's (NaN for an optimizer that keeps no "lr" there)."""
+    if isinstance(optimizer, SeedwiseSGD):
+        return optimizer.lrs.tolist()
+    return [float(optimizer.param_groups[0].get("lr", math.nan))] * k
+
+
+def _append_step_extra(history: History, values) -> None:
+    """What ``on_step`` returned (a dict or None) onto ``history.step_extra``, one list per key."""
+    if values is None:
+        return
+    if not isinstance(values, dict):
+        raise TypeError(f"on_step: expected it to return a dict or None, got {type(values).__name__}")
+    for key, value in values.items():
+        history.step_extra.setdefault(key, []).append(value)
+
+
 def _splits_on(data: Splits, model: nn.Module, device):
     """Training and validation tensors ``(x, y)`` on ``device``, features in the model's dtype."""
     dtype = next(model.parameters()).dtype
     return to_tensors(data.x_train, data.y_train, device, dtype), to_tensors(data.x_val, data.y_val, device, dtype)
 
 
-def _take_record(history: History, model: nn.Module, step: int, running: tuple, train_split, val_split, record):
-    """Append one entry to every list of ``history``.
+def _take_record(history: History, model: nn.Module, step: int, rate: float, running: tuple, train_split, val_split,
+                 record):
+    """Append one entry to every list of ``history``; ``rate`` is the learning rate of the last update.
 
     ``running = (loss_sum, correct, count)`` sums the mini-batches since the previous record;
     at step 0 (``count == 0``) no batch has been seen, so the whole training split is evaluated.
@@ -99,6 +160,7 @@ def _take_record(history: History, model: nn.Module, step: int, running: tuple, 
     """
     loss_sum, correct, count = running
     history.steps.append(step)
+    history.lr.append(rate)
     if count:
         history.train_loss.append(loss_sum / count)
         history.train_acc.append(correct / count)
@@ -131,6 +193,9 @@ def train(
     progress: bool = True,
     description: str = "training",
     augment=None,
+    schedule=None,
+    schedule_per: str = "step",
+    on_step=None,
 ) -> History:
     """Train ``model`` with cross-entropy on ``data`` for ``steps`` mini-batch steps (or ``epochs``).
 
@@ -146,9 +211,26 @@ def train(
     the evaluation data) with ``rng = augment_rng(seed)``; ``target`` is the labels ``(B,)`` or
     class probabilities ``(B, C)`` (mixup), and the training accuracy counts the batch's
     original labels.
+
+    ``schedule``, if given, is a function ``t -> learning rate``: before update t (t = 0, 1, ...;
+    the update of loop step t + 1) every parameter group's rate is set to ``schedule(t)``, or
+    with ``schedule_per="epoch"`` to ``schedule(t // steps_per_epoch)`` (``steps_per_epoch =
+    len(data.y_train) // batch_size``). Any function will do; a torch ``LRScheduler`` needs no
+    wrapper, pass its rule as a function instead. ``history.lr``, ``step_lr`` and
+    ``step_loss`` log the rates and mini-batch losses.
+
+    ``on_step(step, loss, model) -> dict | None``, if given, is called at every loop step
+    (1-based) after ``backward()`` and before ``optimizer.step()``, so the gradients of this
+    step are in ``p.grad``; ``loss`` is the mini-batch loss as a float. What it returns is
+    appended to ``history.step_extra``, one entry per step. It only logs: it cannot skip or
+    change the update, and it should not run the model (in training mode, a forward pass would
+    update batch-norm statistics).
     """
-    steps = _check_schedule(steps, epochs, batch_size, eval_every, len(data.y_train))
+    steps = _check_length(steps, epochs, batch_size, eval_every, len(data.y_train))
     _check_augment(augment)
+    rate_of_update = _rate_of_update(schedule, schedule_per, len(data.y_train) // batch_size)
+    if on_step is not None and not callable(on_step):
+        raise TypeError(f"on_step: expected None or a function (step, loss, model) -> dict, got {type(on_step).__name__}")
     rng = augment_rng(seed)
     device = device or next(model.parameters()).device
     model.to(device)
@@ -158,9 +240,11 @@ def train(
     history = History()
     running_loss, running_correct, running_count = 0.0, 0, 0
     model.train()
-    _take_record(history, model, 0, (0.0, 0, 0), train_split, val_split, record)
+    _apply_schedule(optimizer, rate_of_update, 0)  # so that step 0 records the rate of the first update
+    _take_record(history, model, 0, _rates_now(optimizer, 1)[0], (0.0, 0, 0), train_split, val_split, record)
     bar = tqdm(range(1, steps + 1), desc=description, disable=not progress, mininterval=0.5)
     for step in bar:
+        _apply_schedule(optimizer, rate_of_update, step - 1)
         x, y = next(batches)
         x, target = augment(x, y, rng) if augment is not None else (x, y)
         logits = model(x)
@@ -170,13 +254,18 @@ def train(
             break
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        loss_value = loss.item()
+        if on_step is not None:
+            _append_step_extra(history, on_step(step, loss_value, model))
         optimizer.step()
-        running_loss += loss.item() * len(y)
+        history.step_loss.append(loss_value)
+        history.step_lr.append(_rates_now(optimizer, 1)[0])
+        running_loss += loss_value * len(y)
         running_correct += (logits.argmax(dim=1) == y).sum().item()
         running_count += len(y)
         if step % eval_every == 0 or step == steps:
             running = (running_loss, running_correct, running_count)
-            _take_record(history, model, step, running, train_split, val_split, record)
+            _take_record(history, model, step, history.step_lr[-1], running, train_split, val_split, record)
             bar.set_postfix(val_acc=f"{history.val_acc[-1]:.3f}")
             running_loss, running_correct, running_count = 0.0, 0, 0
     bar.close()
@@ -311,6 +400,8 @@ def train_seeds(
     progress: bool = True,
     description: str = "training",
     augment=None,
+    schedule=None,
+    schedule_per: str = "step",
 ) -> tuple[list, list]:
     """Train one model per seed, all k at once as one batched computation; return ``(models, histories)``.
 
@@ -335,13 +426,19 @@ def train_seeds(
     generator ``augment_rng(seed)``, so each seed sees the augmentations a separate run would.
     It may also be a list with one entry (a function or None) per seed: then one batched run
     trains several augmentations side by side, each on its own seeds.
+
+    ``schedule`` and ``schedule_per`` are as in ``train``: one schedule, shared by all seeds
+    (not with ``SeedwiseSGD``, whose rates are fixed per seed). ``step_loss`` holds each seed's
+    own mini-batch losses. ``on_step`` and early stopping exist in ``train`` only: both act on
+    one model between updates, and here the k models update as one.
     """
     seeds = _check_seeds(seeds)
     augments = _augments_per_seed(augment, seeds)
     rngs = [augment_rng(seed) for seed in seeds]
     if not callable(make_optimizer):
         raise TypeError(f"make_optimizer: expected a function of a parameter list, got {type(make_optimizer).__name__}")
-    steps = _check_schedule(steps, epochs, batch_size, eval_every, len(data.y_train))
+    steps = _check_length(steps, epochs, batch_size, eval_every, len(data.y_train))
+    rate_of_update = _rate_of_update(schedule, schedule_per, len(data.y_train) // batch_size)
     models = _build_models(build_model, seeds)
     device = device or next(models[0].parameters()).device
     for model in models:
@@ -352,6 +449,8 @@ def train_seeds(
     optimizer = make_optimizer(list(stacked.params.values()))
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"make_optimizer: expected it to return a torch optimizer, got {type(optimizer).__name__}")
+    if rate_of_update is not None and isinstance(optimizer, SeedwiseSGD):
+        raise ValueError("schedule: SeedwiseSGD keeps a fixed rate per seed; pass a schedule with torch.optim.SGD")
 
     histories = [History() for _ in seeds]
     alive = torch.ones(len(seeds), dtype=torch.bool, device=device)
@@ -360,16 +459,32 @@ def train_seeds(
     loss_sums = torch.zeros(len(seeds), dtype=torch.float64, device=device)
     correct = torch.zeros(len(seeds), dtype=torch.int64, device=device)
     count = 0
+    # Each update's losses (k,) and rates (k values), held until they move into the histories
+    # at the next record (or divergence): one transfer from the device per record, not per step.
+    step_losses, step_rates = [], []
+
+    def move_step_logs():
+        losses_by_seed = torch.stack(step_losses).T.tolist() if step_losses else [[] for _ in seeds]
+        for index, history in enumerate(histories):
+            if not history.diverged:
+                history.step_loss.extend(losses_by_seed[index])
+                history.step_lr.extend(rates[index] for rates in step_rates)
+        step_losses.clear(), step_rates.clear()
 
     def take_records(step):
+        move_step_logs()
+        rates = _rates_now(optimizer, len(seeds))
         for index, history in enumerate(histories):
             if not history.diverged:
                 running = (loss_sums[index].item(), correct[index].item(), count)
-                _take_record(history, stacked.copy_to_model(index), step, running, train_split, val_split, record)
+                _take_record(history, stacked.copy_to_model(index), step, rates[index], running, train_split, val_split,
+                             record)
 
+    _apply_schedule(optimizer, rate_of_update, 0)  # so that step 0 records the rate of the first update
     take_records(0)
     bar = tqdm(range(1, steps + 1), desc=description, disable=not progress, mininterval=0.5)
     for step in bar:
+        _apply_schedule(optimizer, rate_of_update, step - 1)
         x, y = _next_batches(streams)                                                  # (k, B, D), (k, B)
         x, target = _augment_each_seed(augments, x, y, rngs) if any(augments) else (x, y)
         logits = stacked(x)                                                            # (k, B, C)
@@ -377,6 +492,7 @@ def train_seeds(
         losses = losses.view(y.shape).mean(dim=1)                                      # (k,): each model's mean loss
         diverging = alive & ~torch.isfinite(losses)
         if diverging.any():
+            move_step_logs()  # the diverging seeds' updates so far, before their histories close
             for index in diverging.nonzero().flatten().tolist():
                 histories[index].diverged = True
                 stacked.copy_to_model(index)  # it keeps this moment's state, as in train
@@ -392,6 +508,8 @@ def train_seeds(
         optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()
         optimizer.step()
+        step_losses.append(losses.detach())
+        step_rates.append(_rates_now(optimizer, len(seeds)))
         with torch.no_grad():
             loss_sums += losses.to(torch.float64) * y.shape[1]
             correct += (logits.argmax(dim=2) == y).sum(dim=1)

@@ -8,7 +8,7 @@ from torch import nn
 
 matplotlib.use("Agg")
 
-from lib.data import Splits  # noqa: E402
+from lib.data import Splits, TensorBatches, to_tensors  # noqa: E402
 from lib.device import get_device, set_seed  # noqa: E402
 from lib.initialization import ActivationRecorder  # noqa: E402
 from lib.models import mlp  # noqa: E402
@@ -78,6 +78,7 @@ def test_epochs_translate_to_steps():
 def test_divergence_stops_training():
     _, history = run(model=mlp([4, 16, 3]), lr=1e6, steps=150)
     assert history.diverged and history.steps[-1] < 150
+    assert 0 < len(history.step_loss) < 150 and np.isfinite(history.step_loss).all()  # the updates done
 
 
 def test_evaluate_restores_the_mode():
@@ -196,7 +197,7 @@ def assert_close(actual, expected):
 
 def assert_same_run(model, history, ref_model, ref_history):
     assert history.steps == ref_history.steps and history.diverged == ref_history.diverged
-    for metric in ("train_loss", "train_acc", "val_loss", "val_acc"):
+    for metric in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "step_loss", "step_lr"):
         assert_close(getattr(history, metric), getattr(ref_history, metric))
     for key in ref_history.extra:
         assert_close(history.extra[key], ref_history.extra[key])
@@ -279,7 +280,7 @@ def test_a_diverging_seed_leaves_the_others_alone(norm):
     make_optimizer = OPTIMIZERS["Adam weight decay"]
     models, histories = train_seeds(infinite_weight_in_second_model(norm), blobs(), make_optimizer, SEEDS, **FIT)
     assert [history.diverged for history in histories] == [False, True, False]
-    assert histories[1].steps == [0] and np.isnan(histories[1].val_loss[0])
+    assert histories[1].steps == [0] and np.isnan(histories[1].val_loss[0]) and histories[1].step_loss == []
     assert torch.isinf(models[1][-1].weight[0, 0])  # it keeps its weights of the moment it diverged
     for index in (0, 2):
         assert_same_run(models[index], histories[index], *separate_run(float64_mlp(norm), make_optimizer, SEEDS[index]))
@@ -493,3 +494,103 @@ def test_train_seeds_takes_one_augment_per_seed_and_mixes_labels_and_probabiliti
         train_seeds(float64_mlp(None), blobs(), OPTIMIZERS["SGD momentum"], SEEDS, augment=[None, None], **FIT)
     with pytest.raises(TypeError, match=r"augment: expected None or a function"):
         train_seeds(float64_mlp(None), blobs(), OPTIMIZERS["SGD momentum"], SEEDS, augment=[None, 1, None], **FIT)
+
+
+# ---------------------------------------------------------------------------------------
+# Learning-rate schedules and per-update logs
+# ---------------------------------------------------------------------------------------
+
+def halve_at_5(t):
+    return 0.1 if t < 5 else 0.05
+
+
+def test_a_schedule_gives_the_weights_of_a_hand_written_loop_that_sets_the_rate():
+    set_seed(0)
+    model = float64_mlp(None)()
+    history = train(model, blobs(), torch.optim.SGD(model.parameters(), lr=1.0), steps=10, batch_size=20, eval_every=5,
+                    progress=False, schedule=halve_at_5)
+    set_seed(0)
+    reference = float64_mlp(None)()
+    optimizer = torch.optim.SGD(reference.parameters(), lr=0.1)
+    batches = iter(TensorBatches(*to_tensors(blobs().x_train, blobs().y_train, dtype=torch.float64), 20, seed=0))
+    for t in range(10):
+        if t == 5:
+            optimizer.param_groups[0]["lr"] = 0.05
+        x, y = next(batches)
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(reference(x), y).backward()
+        optimizer.step()
+    for name, tensor in reference.state_dict().items():
+        assert torch.equal(model.state_dict()[name], tensor), name
+    assert history.step_lr == [0.1] * 5 + [0.05] * 5 and history.lr == [0.1, 0.1, 0.05]
+
+
+def test_without_a_schedule_the_logs_hold_the_optimizers_rate_and_a_constant_schedule_changes_nothing():
+    model, history = run()
+    scheduled_model, scheduled = run(schedule=lambda t: 0.1)
+    assert history.val_loss == scheduled.val_loss and history.step_loss == scheduled.step_loss
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), scheduled_model.state_dict().values()))
+    assert history.lr == [0.1] * 4 and history.step_lr == [0.1] * 150
+    assert len(history.step_loss) == 150 and history.step_extra == {}
+    # a record's train_loss averages the mini-batch losses since the previous record
+    assert history.train_loss[1] == pytest.approx(np.mean(history.step_loss[:50]), rel=1e-12)
+
+
+def test_a_schedule_per_epoch_changes_the_rate_only_at_epoch_boundaries():
+    _, history = run(steps=30, schedule=lambda epoch: 0.1 * 0.5 ** epoch, schedule_per="epoch")  # 10 steps an epoch
+    assert history.step_lr == [0.1] * 10 + [0.05] * 10 + [0.025] * 10
+    assert history.steps == [0, 30] and history.lr == [0.1, 0.025]
+
+
+def test_on_step_sees_the_gradients_before_the_update_and_fills_step_extra():
+    def gradient_norm(step, loss, model):
+        assert model.training and isinstance(loss, float)
+        norm = torch.sqrt(sum((p.grad ** 2).sum() for p in model.parameters()))
+        return {"step": step, "grad_norm": float(norm), "loss": loss}
+
+    _, history = run(steps=60, on_step=gradient_norm)
+    assert history.step_extra["step"] == list(range(1, 61)) and history.step_extra["loss"] == history.step_loss
+    assert all(norm > 0 for norm in history.step_extra["grad_norm"])
+    _, quiet = run(steps=60, on_step=lambda step, loss, model: None)
+    assert quiet.step_extra == {} and quiet.val_loss == history.val_loss  # logging only
+
+
+@pytest.mark.parametrize("schedule_per", ["step", "epoch"])
+def test_train_seeds_with_a_schedule_matches_separate_runs(schedule_per):
+    make_optimizer = OPTIMIZERS["SGD momentum"]
+    kw = dict(schedule=halve_at_5, schedule_per=schedule_per)
+    models, histories = train_seeds(float64_mlp(BatchNorm), blobs(), make_optimizer, SEEDS, **FIT, **kw)
+    for seed, model, history in zip(SEEDS, models, histories):
+        assert_same_run(model, history, *separate_run(float64_mlp(BatchNorm), make_optimizer, seed, **kw))
+        assert len(history.step_loss) == len(history.step_lr) == 100 and len(history.lr) == len(history.steps)
+    assert len({tuple(history.step_loss) for history in histories}) == 3  # each seed its own losses
+
+
+def test_train_seeds_logs_seedwise_sgds_rate_of_each_seed():
+    _, histories = train_seeds(float64_mlp(None), blobs(), lambda params: SeedwiseSGD(params, [0.05, 0.2]), [0, 1],
+                               **FIT)
+    assert [history.lr for history in histories] == [[0.05] * 4, [0.2] * 4]
+    assert [set(history.step_lr) for history in histories] == [{0.05}, {0.2}]
+
+
+@pytest.mark.parametrize("kw,error,match", [
+    (dict(schedule="cosine"), TypeError, r"schedule: expected None or a function step -> learning rate"),
+    (dict(schedule=lambda t: -0.1), ValueError, r"schedule\(0\): expected a finite number >= 0, got -0.1"),
+    (dict(schedule=lambda t: "0.1"), TypeError, r"schedule\(0\): expected a real number"),
+    (dict(schedule=lambda t: 0.1 if t < 3 else float("nan")), ValueError, r"schedule\(3\): expected a finite number"),
+    (dict(schedule=halve_at_5, schedule_per="batch"), ValueError, r"schedule_per: expected one of 'step', 'epoch'"),
+    (dict(on_step="grad norm"), TypeError, r"on_step: expected None or a function"),
+    (dict(on_step=lambda step, loss, model: [loss]), TypeError, r"on_step: expected it to return a dict or None"),
+])
+def test_schedule_and_on_step_reject_bad_input(kw, error, match):
+    with pytest.raises(error, match=match):
+        run(steps=10, **kw)
+
+
+def test_train_seeds_rejects_bad_schedules():
+    with pytest.raises(ValueError, match=r"schedule_per: expected one of"):
+        seeds_call(schedule=halve_at_5, schedule_per="update")()
+    with pytest.raises(TypeError, match=r"schedule: expected None or a function"):
+        seeds_call(schedule=0.1)()
+    with pytest.raises(ValueError, match=r"schedule: SeedwiseSGD keeps a fixed rate per seed"):
+        seeds_call(make_optimizer=lambda params: SeedwiseSGD(params, [0.1, 0.2]), schedule=halve_at_5)()
