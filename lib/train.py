@@ -10,13 +10,19 @@ seeds; ``compare_over_seeds`` applies the book's rule for calling one result bet
 
 A learning-rate schedule is any function ``t -> rate`` of the update number t (or of the
 epoch); ``train`` and ``train_seeds`` set it before every update and log each update's
-mini-batch loss and rate (``History.step_loss`` / ``step_lr``).
+mini-batch loss and rate (``History.step_loss`` / ``step_lr``). ``EarlyStopping`` stops a
+``train`` run when a metric stops improving and gives back the weights of its best record,
+kept in memory or written to disk with ``save_checkpoint``, which never leaves a half-written file.
 """
 from __future__ import annotations
 
 import math
+import numbers
+import os
+import tempfile
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -45,6 +51,9 @@ class History:
     loss of update t, taken at loop step t + 1, before the update), so that spikes between
     two records stay visible; ``step_extra`` holds what an ``on_step`` callback returned,
     one list per key.
+
+    With early stopping, ``best_step`` is the record whose weights the model was given back,
+    and ``stopped_step`` the record at which the run stopped (None if it ran to the end).
     """
 
     steps: list = field(default_factory=list)
@@ -58,6 +67,8 @@ class History:
     step_loss: list = field(default_factory=list)
     step_lr: list = field(default_factory=list)
     step_extra: dict = field(default_factory=dict)
+    best_step: int | None = None
+    stopped_step: int | None = None
 
     def final(self, metric: str = "val_acc") -> float:
         return getattr(self, metric)[-1]
@@ -196,6 +207,7 @@ def train(
     schedule=None,
     schedule_per: str = "step",
     on_step=None,
+    early_stopping: EarlyStopping | None = None,
 ) -> History:
     """Train ``model`` with cross-entropy on ``data`` for ``steps`` mini-batch steps (or ``epochs``).
 
@@ -225,12 +237,18 @@ def train(
     appended to ``history.step_extra``, one entry per step. It only logs: it cannot skip or
     change the update, and it should not run the model (in training mode, a forward pass would
     update batch-norm statistics).
+
+    ``early_stopping``, an ``EarlyStopping``, gets every record (step 0 included) and may end
+    the run there (``history.stopped_step``); at the end, stopped or not (diverged too), the
+    model gets back the weights of its best record (``history.best_step``), so that
+    ``evaluate`` on the validation split gives exactly the ``val_loss`` recorded at that step.
     """
     steps = _check_length(steps, epochs, batch_size, eval_every, len(data.y_train))
     _check_augment(augment)
     rate_of_update = _rate_of_update(schedule, schedule_per, len(data.y_train) // batch_size)
     if on_step is not None and not callable(on_step):
         raise TypeError(f"on_step: expected None or a function (step, loss, model) -> dict, got {type(on_step).__name__}")
+    _check_early_stopping(early_stopping)
     rng = augment_rng(seed)
     device = device or next(model.parameters()).device
     model.to(device)
@@ -242,6 +260,7 @@ def train(
     model.train()
     _apply_schedule(optimizer, rate_of_update, 0)  # so that step 0 records the rate of the first update
     _take_record(history, model, 0, _rates_now(optimizer, 1)[0], (0.0, 0, 0), train_split, val_split, record)
+    _stops_early(early_stopping, history, model)  # never stops here: the first check is always the best so far
     bar = tqdm(range(1, steps + 1), desc=description, disable=not progress, mininterval=0.5)
     for step in bar:
         _apply_schedule(optimizer, rate_of_update, step - 1)
@@ -268,9 +287,150 @@ def train(
             _take_record(history, model, step, history.step_lr[-1], running, train_split, val_split, record)
             bar.set_postfix(val_acc=f"{history.val_acc[-1]:.3f}")
             running_loss, running_correct, running_count = 0.0, 0, 0
+            if _stops_early(early_stopping, history, model):
+                break
     bar.close()
+    if early_stopping is not None:
+        early_stopping.restore(model)
+        history.best_step = early_stopping.best_step
     model.train()
     return history
+
+
+def _check_early_stopping(early_stopping) -> None:
+    if early_stopping is None:
+        return
+    if not isinstance(early_stopping, EarlyStopping):
+        raise TypeError(f"early_stopping: expected None or an EarlyStopping, got {type(early_stopping).__name__}")
+    if early_stopping.best_step is not None:
+        raise ValueError("early_stopping: expected a new EarlyStopping, got one that has already seen a run")
+
+
+def _stops_early(early_stopping, history: History, model: nn.Module) -> bool:
+    """Hand the latest record to ``early_stopping``; True when it says stop (then noted in ``history``)."""
+    if early_stopping is None:
+        return False
+    step = history.steps[-1]
+    if not early_stopping.update(step, getattr(history, early_stopping.metric)[-1], model):
+        return False
+    history.stopped_step = step
+    return True
+
+
+# ---------------------------------------------------------------------------------------
+# Early stopping and checkpoints
+# ---------------------------------------------------------------------------------------
+
+def _check_path(name: str, path) -> Path:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name}: expected a file path (str or pathlib.Path), got {type(path).__name__}")
+    return Path(path)
+
+
+def save_checkpoint(state: dict, path) -> None:
+    """Write ``state`` (a ``state_dict()``) to ``path`` atomically: ``path`` then holds the old file or the new one, whole.
+
+    Why not ``torch.save(state, path)``: it writes the file piece by piece, so a crash or a
+    Ctrl-C halfway through would leave a truncated file where the best checkpoint was, and
+    the best weights would be lost. Instead the state goes into a temporary file in the same
+    directory, is forced onto the disk (``os.fsync``), and only then does ``os.replace``
+    rename it onto ``path``, in one step that is atomic on POSIX and Windows (same
+    directory, so same file system). On any failure the temporary file is removed.
+    """
+    if not isinstance(state, dict):
+        raise TypeError(f"state: expected a dict of tensors (a state_dict), got {type(state).__name__}")
+    path = _check_path("path", path)
+    temporary = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
+    try:
+        with temporary:  # closed before the rename, which Windows needs
+            torch.save(state, temporary)
+            temporary.flush()
+            os.fsync(temporary.fileno())
+        os.replace(temporary.name, path)
+    except BaseException:  # KeyboardInterrupt included: an interrupted write is what this guards against
+        Path(temporary.name).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path, map_location=None) -> dict:
+    """The state that ``save_checkpoint`` wrote to ``path``, on the devices it was saved from (or ``map_location``).
+
+    ``weights_only=True``: only tensors and plain containers are unpickled, so a file from
+    elsewhere cannot run code while it loads.
+    """
+    return torch.load(_check_path("path", path), map_location=map_location, weights_only=True)
+
+
+class EarlyStopping:
+    """Stop when ``metric`` has not improved for ``patience`` checks in a row; keep the best weights.
+
+    ``train(..., early_stopping=EarlyStopping(patience=5))`` calls ``update`` at every record,
+    step 0 included, and ``restore`` at the end. A check improves when its value beats the
+    best so far by more than ``min_delta`` (below it for ``mode="min"``, above for ``"max"``;
+    None picks "min" for a loss, "max" for an accuracy). The first check is always the best
+    so far, so a run that never improves gets its initial weights back; a NaN never improves.
+
+    At each improvement the model's ``state_dict()`` (parameters and buffers, batch-norm
+    running statistics included) is copied: in memory, or with ``checkpoint_path`` to that
+    file through ``save_checkpoint``, so that it survives a crash of the run. ``best_step`` and
+    ``best_value`` describe the best check, ``stopped_step`` the check that stopped the run
+    (None while it has not). One EarlyStopping serves one run.
+    """
+
+    def __init__(self, patience: int, metric: str = "val_loss", mode: str | None = None, min_delta: float = 0.0,
+                 checkpoint_path=None):
+        self.patience = check_int("patience", patience, minimum=1)
+        self.metric = check_choice("metric", metric, METRICS)
+        default_mode = "min" if metric.endswith("loss") else "max"
+        self.mode = check_choice("mode", default_mode if mode is None else mode, ("min", "max"))
+        self.min_delta = check_positive("min_delta", min_delta, allow_zero=True)
+        self.checkpoint_path = None if checkpoint_path is None else _check_path("checkpoint_path", checkpoint_path)
+        self.best_step = self.best_value = self.stopped_step = None
+        self.checks_without_improvement = 0
+        self._best_state = None  # the in-memory copy, when there is no checkpoint_path
+
+    def _improves(self, value: float) -> bool:
+        if self.best_step is None:
+            return True
+        if self.mode == "min":
+            return value < self.best_value - self.min_delta
+        return value > self.best_value + self.min_delta   # False for NaN, as above
+
+    def update(self, step: int, value: float, model: nn.Module) -> bool:
+        """One check: ``value`` of the metric at ``step``, for ``model``. True when the run should stop now."""
+        check_int("step", step, minimum=0)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"value: expected a real number, got {type(value).__name__}")
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
+        if self._improves(value):
+            self.best_step, self.best_value = step, float(value)
+            self.checks_without_improvement = 0
+            self._save(model)
+        else:
+            self.checks_without_improvement += 1
+        if self.checks_without_improvement < self.patience:
+            return False
+        self.stopped_step = step
+        return True
+
+    def _save(self, model: nn.Module) -> None:
+        state = model.state_dict()
+        if self.checkpoint_path is None:
+            # detach().clone(): state_dict() shares memory with the model, which training goes on changing
+            self._best_state = {name: tensor.detach().clone() for name, tensor in state.items()}
+        else:
+            save_checkpoint(state, self.checkpoint_path)
+
+    def restore(self, model: nn.Module) -> nn.Module:
+        """Load the best check's weights and buffers into ``model`` (exact copies); return it."""
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
+        if self.best_step is None:
+            raise RuntimeError("EarlyStopping.restore: no check taken yet, so there are no best weights")
+        state = self._best_state if self.checkpoint_path is None else load_checkpoint(self.checkpoint_path)
+        model.load_state_dict(state)
+        return model
 
 
 def augment_rng(seed: int) -> np.random.Generator:

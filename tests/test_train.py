@@ -14,10 +14,10 @@ from lib.initialization import ActivationRecorder  # noqa: E402
 from lib.models import mlp  # noqa: E402
 from lib.normalization import BatchNorm, LayerNorm  # noqa: E402
 from lib.plots import plot_learning_curves, plot_mean_band  # noqa: E402
+import lib.train  # noqa: E402
 from lib.train import (  # noqa: E402
-    History, SeedwiseSGD, StackedModels, accuracy_on_test, compare_over_seeds, evaluate, final_over_seeds, format_mean_spread, mean_spread,
-    metric_over_seeds, train,
-    train_seeds,
+    EarlyStopping, History, SeedwiseSGD, StackedModels, accuracy_on_test, compare_over_seeds, evaluate, final_over_seeds,
+    format_mean_spread, load_checkpoint, mean_spread, metric_over_seeds, save_checkpoint, train, train_seeds,
 )
 
 
@@ -594,3 +594,134 @@ def test_train_seeds_rejects_bad_schedules():
         seeds_call(schedule=0.1)()
     with pytest.raises(ValueError, match=r"schedule: SeedwiseSGD keeps a fixed rate per seed"):
         seeds_call(make_optimizer=lambda params: SeedwiseSGD(params, [0.1, 0.2]), schedule=halve_at_5)()
+
+
+# ---------------------------------------------------------------------------------------
+# Early stopping and atomic checkpoints
+# ---------------------------------------------------------------------------------------
+
+def overfitting_blobs():
+    """Blobs with a third of the training labels drawn at random: the validation loss falls, then rises."""
+    data = blobs()
+    noisy = data.y_train.copy()
+    noisy[::3] = np.random.default_rng(1).integers(0, 3, size=len(noisy[::3]))
+    return Splits(data.x_train, noisy, data.x_val, data.y_val, data.x_test, data.y_test)
+
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@pytest.mark.parametrize("on_disk", [False, True], ids=["in memory", "on disk"])
+@pytest.mark.parametrize("norm", [None, BatchNorm], ids=["no norm", "lib BatchNorm"])
+@pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())
+def test_early_stopping_gives_back_exactly_the_best_records_weights(dtype, norm, on_disk, tmp_path):
+    set_seed(0)
+    model = mlp([4, 64, 64, 3], nn.ReLU, norm).to(dtype)
+    data = overfitting_blobs()
+    stopper = EarlyStopping(patience=3, checkpoint_path=tmp_path / "best.pt" if on_disk else None)
+    history = train(model, data, torch.optim.Adam(model.parameters(), lr=0.02), steps=600, batch_size=20,
+                    eval_every=10, progress=False, early_stopping=stopper)
+    best = history.steps.index(history.best_step)
+    assert history.stopped_step == history.steps[-1] == history.best_step + 3 * 10 < 600  # three checks without gain
+    assert history.val_loss[best] == min(history.val_loss) == stopper.best_value
+    x_val, y_val = to_tensors(data.x_val, data.y_val, dtype=dtype)
+    assert evaluate(model, x_val, y_val) == (history.val_loss[best], history.val_acc[best])  # exactly, not approximately
+    assert sorted(path.name for path in tmp_path.iterdir()) == (["best.pt"] if on_disk else [])
+
+
+def test_early_stopping_restores_the_initial_weights_when_nothing_improves():
+    set_seed(0)
+    model = mlp([4, 16, 3])
+    initial = copy.deepcopy(model.state_dict())
+    history = train(model, blobs(), torch.optim.SGD(model.parameters(), lr=0.0), steps=50, batch_size=20,
+                    eval_every=10, progress=False, early_stopping=EarlyStopping(patience=2))
+    assert history.best_step == 0 and history.stopped_step == 20
+    assert all(torch.equal(initial[name], tensor) for name, tensor in model.state_dict().items())
+
+
+def test_a_run_without_early_stopping_leaves_best_and_stopped_step_empty():
+    _, history = run(steps=20)
+    assert history.best_step is None and history.stopped_step is None
+
+
+def weights_set_to(value):
+    model = nn.Linear(2, 2)
+    with torch.no_grad():
+        model.weight.fill_(value)
+    return model
+
+
+def checks(stopper, values):
+    """Feed ``values`` to ``stopper`` as checks at steps 0, 1, ... (model weights = the step); the answers."""
+    return [stopper.update(step, value, weights_set_to(step)) for step, value in enumerate(values)]
+
+
+def test_early_stopping_stops_after_exactly_patience_checks_without_improvement():
+    stopper = EarlyStopping(patience=3)
+    assert checks(stopper, [1.0, 0.9, 0.95, 0.91, 0.92]) == [False, False, False, False, True]
+    assert (stopper.best_step, stopper.best_value, stopper.stopped_step) == (1, 0.9, 4)
+    assert torch.equal(stopper.restore(nn.Linear(2, 2)).weight, torch.full((2, 2), 1.0))  # step 1's weights
+    stopper = EarlyStopping(patience=2)
+    assert checks(stopper, [1.0, 1.1, 0.8, 0.9, 0.7, 0.75]) == [False] * 6  # each gain resets the count
+    assert stopper.best_step == 4 and stopper.stopped_step is None
+
+
+def test_early_stopping_needs_a_gain_larger_than_min_delta_and_never_counts_nan_as_one():
+    stopper = EarlyStopping(patience=3, min_delta=0.1)
+    assert checks(stopper, [1.0, 0.95, 0.9, 0.89]) == [False, False, False, False] and stopper.best_step == 3
+    stopper = EarlyStopping(patience=2)
+    assert checks(stopper, [1.0, float("nan"), float("nan")]) == [False, False, True] and stopper.best_step == 0
+
+
+def test_early_stopping_maximizes_an_accuracy():
+    stopper = EarlyStopping(patience=2, metric="val_acc")
+    assert stopper.mode == "max"
+    assert checks(stopper, [0.5, 0.6, 0.55, 0.6]) == [False, False, False, True]
+    assert (stopper.best_step, stopper.best_value) == (1, 0.6)
+    assert EarlyStopping(patience=1, metric="train_acc", mode="min").mode == "min"
+
+
+def test_an_interrupted_checkpoint_write_leaves_the_previous_file_whole(tmp_path, monkeypatch):
+    path = tmp_path / "best.pt"
+    first = weights_set_to(1.0).state_dict()
+    save_checkpoint(first, path)
+
+    def crash_halfway(state, file):
+        file.write(b"PK\x03\x04 half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lib.train.torch, "save", crash_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(weights_set_to(2.0).state_dict(), path)
+    monkeypatch.undo()
+    loaded = load_checkpoint(path)
+    assert loaded.keys() == first.keys() and all(torch.equal(loaded[name], first[name]) for name in first)
+    assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]  # no temporary file left behind
+
+
+def test_train_rejects_a_used_early_stopping():
+    stopper = EarlyStopping(patience=2)
+    run(steps=20, early_stopping=stopper)
+    with pytest.raises(ValueError, match=r"early_stopping: expected a new EarlyStopping"):
+        run(steps=20, early_stopping=stopper)
+
+
+@pytest.mark.parametrize("call,error,match", [
+    (lambda: EarlyStopping(patience=0), ValueError, r"patience: expected an integer >= 1"),
+    (lambda: EarlyStopping(patience=2.5), TypeError, r"patience: expected an integer"),
+    (lambda: EarlyStopping(patience=2, metric="val_error"), ValueError, r"metric: expected one of"),
+    (lambda: EarlyStopping(patience=2, mode="lower"), ValueError, r"mode: expected one of 'min', 'max'"),
+    (lambda: EarlyStopping(patience=2, min_delta=-0.1), ValueError, r"min_delta: expected a finite number >= 0"),
+    (lambda: EarlyStopping(patience=2, checkpoint_path=3), TypeError, r"checkpoint_path: expected a file path"),
+    (lambda: EarlyStopping(patience=2).update(0, "low", nn.Linear(2, 2)), TypeError, r"value: expected a real number"),
+    (lambda: EarlyStopping(patience=2).update(-1, 0.5, nn.Linear(2, 2)), ValueError, r"step: expected an integer >= 0"),
+    (lambda: EarlyStopping(patience=2).update(0, 0.5, {}), TypeError, r"model: expected an nn.Module"),
+    (lambda: EarlyStopping(patience=2).restore(nn.Linear(2, 2)), RuntimeError, r"no check taken yet"),
+    (lambda: run(steps=10, early_stopping=3), TypeError, r"early_stopping: expected None or an EarlyStopping"),
+    (lambda: save_checkpoint([1.0], "x.pt"), TypeError, r"state: expected a dict"),
+    (lambda: save_checkpoint({}, 3), TypeError, r"path: expected a file path"),
+    (lambda: load_checkpoint(None), TypeError, r"path: expected a file path"),
+])
+def test_early_stopping_and_checkpoints_reject_bad_input(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
