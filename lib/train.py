@@ -247,7 +247,8 @@ def train(
     _check_augment(augment)
     rate_of_update = _rate_of_update(schedule, schedule_per, len(data.y_train) // batch_size)
     if on_step is not None and not callable(on_step):
-        raise TypeError(f"on_step: expected None or a function (step, loss, model) -> dict, got {type(on_step).__name__}")
+        raise TypeError(f"on_step: expected None or a function (step, loss, model) -> dict, "
+                        f"got {type(on_step).__name__}")
     _check_early_stopping(early_stopping)
     rng = augment_rng(seed)
     device = device or next(model.parameters()).device
@@ -328,7 +329,7 @@ def _check_path(name: str, path) -> Path:
 
 
 def save_checkpoint(state: dict, path) -> None:
-    """Write ``state`` (a ``state_dict()``) to ``path`` atomically: ``path`` then holds the old file or the new one, whole.
+    """Write ``state`` (a ``state_dict()``) to ``path`` atomically: ``path`` holds the old file or the new one, whole.
 
     Why not ``torch.save(state, path)``: it writes the file piece by piece, so a crash or a
     Ctrl-C halfway through would leave a truncated file where the best checkpoint was, and

@@ -16,8 +16,9 @@ from lib.normalization import BatchNorm, LayerNorm  # noqa: E402
 from lib.plots import plot_learning_curves, plot_mean_band  # noqa: E402
 import lib.train  # noqa: E402
 from lib.train import (  # noqa: E402
-    EarlyStopping, History, SeedwiseSGD, StackedModels, accuracy_on_test, compare_over_seeds, evaluate, final_over_seeds,
-    format_mean_spread, load_checkpoint, mean_spread, metric_over_seeds, save_checkpoint, train, train_seeds,
+    EarlyStopping, History, SeedwiseSGD, StackedModels, accuracy_on_test, compare_over_seeds, evaluate,
+    final_over_seeds, format_mean_spread, load_checkpoint, mean_spread, metric_over_seeds, save_checkpoint, train,
+    train_seeds,
 )
 
 
@@ -625,7 +626,7 @@ def test_early_stopping_gives_back_exactly_the_best_records_weights(dtype, norm,
     assert history.stopped_step == history.steps[-1] == history.best_step + 3 * 10 < 600  # three checks without gain
     assert history.val_loss[best] == min(history.val_loss) == stopper.best_value
     x_val, y_val = to_tensors(data.x_val, data.y_val, dtype=dtype)
-    assert evaluate(model, x_val, y_val) == (history.val_loss[best], history.val_acc[best])  # exactly, not approximately
+    assert evaluate(model, x_val, y_val) == (history.val_loss[best], history.val_acc[best])  # exactly, not about
     assert sorted(path.name for path in tmp_path.iterdir()) == (["best.pt"] if on_disk else [])
 
 
