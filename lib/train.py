@@ -589,8 +589,10 @@ def train_seeds(
     trains several augmentations side by side, each on its own seeds.
 
     ``schedule`` and ``schedule_per`` are as in ``train``: one schedule, shared by all seeds
-    (not with ``SeedwiseSGD``, whose rates are fixed per seed). ``step_loss`` holds each seed's
-    own mini-batch losses. ``on_step`` and early stopping exist in ``train`` only: both act on
+    (not with ``SeedwiseSGD``, whose rates are fixed per seed). ``schedule`` may also be a list
+    with one function per seed, so that one batched run trains several schedules side by side,
+    each on its own seeds: see ``SeedwiseSchedules`` for how, and which optimizers allow it.
+    ``step_loss`` holds each seed's own mini-batch losses, ``lr`` and ``step_lr`` its own rates. ``on_step`` and early stopping exist in ``train`` only: both act on
     one model between updates, and here the k models update as one.
     """
     seeds = _check_seeds(seeds)
@@ -599,7 +601,14 @@ def train_seeds(
     if not callable(make_optimizer):
         raise TypeError(f"make_optimizer: expected a function of a parameter list, got {type(make_optimizer).__name__}")
     steps = _check_length(steps, epochs, batch_size, eval_every, len(data.y_train))
-    rate_of_update = _rate_of_update(schedule, schedule_per, len(data.y_train) // batch_size)
+    steps_per_epoch = len(data.y_train) // batch_size
+    if isinstance(schedule, (list, tuple)):
+        if len(schedule) != len(seeds):
+            raise ValueError(f"schedule: expected one function per seed ({len(seeds)}), got {len(schedule)}")
+        rate_of_update = SeedwiseSchedules([_rate_of_update(one, schedule_per, steps_per_epoch) or _no_schedule(index)
+                                            for index, one in enumerate(schedule)])
+    else:
+        rate_of_update = _rate_of_update(schedule, schedule_per, steps_per_epoch)
     models = _build_models(build_model, seeds)
     device = device or next(models[0].parameters()).device
     for model in models:
@@ -612,6 +621,11 @@ def train_seeds(
         raise TypeError(f"make_optimizer: expected it to return a torch optimizer, got {type(optimizer).__name__}")
     if rate_of_update is not None and isinstance(optimizer, SeedwiseSGD):
         raise ValueError("schedule: SeedwiseSGD keeps a fixed rate per seed; pass a schedule with torch.optim.SGD")
+    seedwise = rate_of_update if isinstance(rate_of_update, SeedwiseSchedules) else None
+
+    def rates_now(t: int) -> list:
+        """Each seed's rate for update t (the optimizer's own when one schedule is shared, or none is given)."""
+        return seedwise.rates(t) if seedwise is not None else _rates_now(optimizer, len(seeds))
 
     histories = [History() for _ in seeds]
     alive = torch.ones(len(seeds), dtype=torch.bool, device=device)
@@ -634,18 +648,20 @@ def train_seeds(
 
     def take_records(step):
         move_step_logs()
-        rates = _rates_now(optimizer, len(seeds))
+        rates = rates_now(max(step - 1, 0))  # as train: the last update's rate (at step 0, the first's)
         for index, history in enumerate(histories):
             if not history.diverged:
                 running = (loss_sums[index].item(), correct[index].item(), count)
                 _take_record(history, stacked.copy_to_model(index), step, rates[index], running, train_split, val_split,
                              record)
 
-    _apply_schedule(optimizer, rate_of_update, 0)  # so that step 0 records the rate of the first update
+    if seedwise is None:
+        _apply_schedule(optimizer, rate_of_update, 0)  # so that step 0 records the rate of the first update
     take_records(0)
     bar = tqdm(range(1, steps + 1), desc=description, disable=not progress, mininterval=0.5)
     for step in bar:
-        _apply_schedule(optimizer, rate_of_update, step - 1)
+        if seedwise is None:
+            _apply_schedule(optimizer, rate_of_update, step - 1)
         x, y = _next_batches(streams)                                                  # (k, B, D), (k, B)
         x, target = _augment_each_seed(augments, x, y, rngs) if any(augments) else (x, y)
         logits = stacked(x)                                                            # (k, B, C)
@@ -668,9 +684,12 @@ def train_seeds(
         # to each loss is 1, NaN or not, so its NaNs stay in its own entries.
         optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()
-        optimizer.step()
+        if seedwise is None:
+            optimizer.step()
+        else:
+            seedwise.step(optimizer, step - 1)
         step_losses.append(losses.detach())
-        step_rates.append(_rates_now(optimizer, len(seeds)))
+        step_rates.append(rates_now(step - 1))
         with torch.no_grad():
             loss_sums += losses.to(torch.float64) * y.shape[1]
             correct += (logits.argmax(dim=2) == y).sum(dim=1)
@@ -685,6 +704,44 @@ def train_seeds(
         if not history.diverged:
             stacked.copy_to_model(index)
     return models, histories
+
+
+def _no_schedule(index: int):
+    raise TypeError(f"schedule[{index}]: expected a function step -> learning rate, got None")
+
+
+class SeedwiseSchedules:
+    """One learning-rate schedule per seed of a ``train_seeds`` run: seed i's rate for update t is
+    ``rate_functions[i](t)``.
+
+    A torch optimizer has one rate per parameter group, and here every group holds all k seeds
+    stacked. The way round: take the optimizer's step at rate 1, then scale each seed's move by
+    its own rate, p_i ← p_i,before + rate_i · (p_i,after − p_i,before). This is exact when the
+    optimizer's move is its rate times a direction that the rate does not change: SGD (with
+    momentum and weight decay), Adam, AdamW (its decoupled decay is rate · λ · p, also
+    proportional) and RMSprop all move that way, and their state (momentum, moment estimates)
+    never depends on the rate. An optimizer whose state did would be scaled wrongly.
+    """
+
+    def __init__(self, rate_functions: list):
+        self.rate_functions = list(rate_functions)
+
+    def rates(self, t: int) -> list:
+        """Each seed's rate for update t."""
+        return [rate_of(t) for rate_of in self.rate_functions]
+
+    @torch.no_grad()
+    def step(self, optimizer: torch.optim.Optimizer, t: int) -> None:
+        """Update t: the optimizer's step at rate 1, then each seed's move scaled by its own rate."""
+        for group in optimizer.param_groups:
+            group["lr"] = 1.0
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        before = [p.clone() for p in params]
+        optimizer.step()
+        rates = torch.tensor(self.rates(t), dtype=torch.float64)
+        for p, start in zip(params, before):
+            per_seed = rates.to(p.device, p.dtype).view(-1, *[1] * (p.dim() - 1))   # (k, 1, ...)
+            torch.lerp(start, p, per_seed, out=p)                                   # start + rate_i · (p − start)
 
 
 class SeedwiseSGD(torch.optim.Optimizer):
@@ -786,8 +843,12 @@ def metric_over_seeds(histories: list, metric: str = "val_acc"):
 
 
 def final_over_seeds(histories: list, metric: str = "val_acc") -> np.ndarray:
-    """Each run's last recorded ``metric``, shape (k,); NaN for a run that diverged before the end."""
-    return metric_over_seeds(histories, metric)[1][:, -1]
+    """Each run's last recorded ``metric``, shape (k,); NaN for a run that diverged."""
+    finals = metric_over_seeds(histories, metric)[1][:, -1]
+    # A diverged run stopped recording, so its row is padded with NaN, unless every run diverged:
+    # then the longest row is itself cut short, and its last value is from before the divergence.
+    finals[[history.diverged for history in histories]] = np.nan
+    return finals
 
 
 @dataclass(frozen=True)

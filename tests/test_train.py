@@ -410,6 +410,13 @@ def test_final_over_seeds_is_the_last_value_and_nan_after_divergence():
     np.testing.assert_array_equal(final_over_seeds([full, full], "train_loss"), [0.5, 0.5])
 
 
+def test_final_over_seeds_is_nan_when_every_run_diverged():
+    # every row is cut short, so the longest one is too: its last value predates the divergence
+    first = History(steps=[0, 10], val_acc=[0.1, 0.3], diverged=True)
+    second = History(steps=[0], val_acc=[0.2], diverged=True)
+    np.testing.assert_array_equal(final_over_seeds([first, second]), [np.nan, np.nan])
+
+
 def test_metric_over_seeds_pads_a_diverged_run_with_nan():
     full = History(steps=[0, 10, 20], val_acc=[0.1, 0.5, 0.9])
     stopped = History(steps=[0, 10], val_acc=[0.2, 0.4], diverged=True)
@@ -588,7 +595,23 @@ def test_schedule_and_on_step_reject_bad_input(kw, error, match):
         run(steps=10, **kw)
 
 
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+def test_train_seeds_with_one_schedule_per_seed_matches_separate_runs(optimizer):
+    # the optimizer steps at rate 1 and each seed's move is scaled by its own rate: exact for SGD
+    # with momentum and for Adam with weight decay, whose moves are proportional to the rate
+    make_optimizer = OPTIMIZERS[optimizer]
+    schedules = [halve_at_5, lambda t: 0.02 * (1 + t % 3), lambda t: 0.03]
+    models, histories = train_seeds(float64_mlp(BatchNorm), blobs(), make_optimizer, SEEDS, **FIT, schedule=schedules)
+    for seed, schedule, model, history in zip(SEEDS, schedules, models, histories):
+        assert_same_run(model, history, *separate_run(float64_mlp(BatchNorm), make_optimizer, seed, schedule=schedule))
+        assert history.step_lr == [schedule(t) for t in range(100)]
+
+
 def test_train_seeds_rejects_bad_schedules():
+    with pytest.raises(ValueError, match=r"schedule: expected one function per seed \(2\), got 3"):
+        seeds_call(schedule=[halve_at_5] * 3)()
+    with pytest.raises(TypeError, match=r"schedule\[1\]: expected a function step -> learning rate, got None"):
+        seeds_call(schedule=[halve_at_5, None])()
     with pytest.raises(ValueError, match=r"schedule_per: expected one of"):
         seeds_call(schedule=halve_at_5, schedule_per="update")()
     with pytest.raises(TypeError, match=r"schedule: expected None or a function"):
