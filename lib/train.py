@@ -335,8 +335,10 @@ def save_checkpoint(state: dict, path) -> None:
     Ctrl-C halfway through would leave a truncated file where the best checkpoint was, and
     the best weights would be lost. Instead the state goes into a temporary file in the same
     directory, is forced onto the disk (``os.fsync``), and only then does ``os.replace``
-    rename it onto ``path``, in one step that is atomic on POSIX and Windows (same
-    directory, so same file system). On any failure the temporary file is removed.
+    rename it onto ``path``: POSIX makes that rename atomic (same directory, so same file
+    system; on Windows it is a single system call too, though not documented as atomic).
+    Finally the directory itself is synced where the system allows it, so that the rename
+    also survives a power cut. On any failure the temporary file is removed.
     """
     if not isinstance(state, dict):
         raise TypeError(f"state: expected a dict of tensors (a state_dict), got {type(state).__name__}")
@@ -351,6 +353,18 @@ def save_checkpoint(state: dict, path) -> None:
     except BaseException:  # KeyboardInterrupt included: an interrupted write is what this guards against
         Path(temporary.name).unlink(missing_ok=True)
         raise
+    _sync_directory(path.parent)
+
+
+def _sync_directory(directory: Path) -> None:
+    """Flush a directory's entries (the rename) to disk; POSIX only: Windows cannot open a directory."""
+    if os.name != "posix":
+        return
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def load_checkpoint(path, map_location=None) -> dict:
