@@ -258,6 +258,19 @@ def test_spike_detector_always_flags_non_finite_values_and_waits_out_its_warmup(
     assert [detector.update(v) for v in values] == [False, False, True, False, False, False, True, False, True]
 
 
+def test_spike_detector_never_flags_the_first_finite_value_it_has_no_baseline_for():
+    detector = SpikeDetector(window=5, warmup=1)
+    assert [detector.update(v) for v in [1e6, 1e6, 5e6]] == [False, False, True]
+
+
+def test_spike_detector_flags_every_value_after_a_level_shift_as_its_docstring_warns():
+    # a legitimate jump (a warm restart) never enters the window, so the old level stays the baseline
+    detector = SpikeDetector(window=10, warmup=10)
+    level = np.r_[1.0 + 0.01 * np.sin(np.arange(30)), 2.0 + 0.01 * np.sin(np.arange(30))]
+    flags = [detector.update(value) for value in level]
+    assert not any(flags[:30]) and all(flags[30:])
+
+
 # --------------------------------------------------------------------------------------
 # Bad arguments
 # --------------------------------------------------------------------------------------
