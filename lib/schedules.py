@@ -214,11 +214,10 @@ def _one_cycle_phases(total_steps: int, pct_start: float, three_phase: bool) -> 
 
 def one_cycle_lr(step: int, max_lr: float, total_steps: int, pct_start: float = 0.3, div_factor: float = 25.0,
                  final_div_factor: float = 1e4, three_phase: bool = False) -> float:
-    """The one-cycle policy, exactly as torch's ``OneCycleLR`` defines it: cosine phases, ``pct_start``
-    0.3, ``div_factor`` 25, ``final_div_factor`` 10⁴ (fastai's ``fit_one_cycle`` uses the same cosine
-    shape). Smith & Topin's (2019) paper used a different shape: a linear, roughly symmetric cycle up
-    and down, then a short final phase that anneals the rate far below the initial one, with momentum
-    cycled against the rate.
+    """The one-cycle policy, exactly as torch's ``OneCycleLR`` (and fastai's ``fit_one_cycle``) define it:
+    cosine phases, ``pct_start`` 0.3, ``div_factor`` 25, ``final_div_factor`` 10⁴. Smith & Topin's
+    (2019) paper used a different shape: a linear, roughly symmetric cycle up and down, then a short
+    final phase that anneals the rate far below the initial one, with momentum cycled against the rate.
 
     Three rates: initial α_max / div, peak α_max, final α_max / (div · final_div). Phase ends, in
     steps (torch's layout): the rise ends at p·T − 1 and the fall at T − 1 (p = ``pct_start``,
