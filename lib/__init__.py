@@ -6,7 +6,8 @@ Core modules, shared by every chapter:
   - ``lib.device``: ``set_seed``, ``get_device``
   - ``lib.data``: MNIST-1D generated locally, splits, ``Standardizer``, batches
   - ``lib.train``: the torch training loop and its ``History``; ``train_seeds`` trains several
-    seeds at once as one batched model, and ``mean_spread`` reports them
+    seeds at once as one batched model (one schedule per seed if asked), and ``mean_spread``
+    reports them; schedules, per-update logs, ``EarlyStopping`` and atomic ``save_checkpoint``
   - ``lib.plots``: learning curves, per-layer histograms, percentile bands
   - ``lib.quiz``: quizzes kept as data, shown with jupyterquiz
   - ``lib.gradcheck``: the numeric gradient checker (arrays, layers, models with dict parameters)
