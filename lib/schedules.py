@@ -649,8 +649,10 @@ class SpikeDetector:
     estimates the standard deviation of normal noise). NaN and infinity are always flagged; no
     finite value is flagged among the first ``warmup`` ones, and those enter the window unjudged
     (``warmup`` must be at least 1, a ValueError naming it otherwise: with an empty window there is
-    no baseline, so the first value is never judged). Flagged values never enter the window, so a
-    spike does not raise the baseline that the next value is judged against.
+    no baseline, so the first value is never judged; nor is any finite value while the window is
+    still empty, as after a warmup of NaNs: it becomes the first of the baseline). Flagged values
+    never enter the window, so a spike does not raise the baseline that the next value is judged
+    against.
 
     The price of that rule: after a legitimate level shift upwards (a warm restart, the end of a
     warmup, a raised rate) every later value lies above the old window's limit, is flagged, and never
@@ -683,7 +685,10 @@ class SpikeDetector:
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise TypeError(f"value: expected a real number, got {type(value).__name__}")
         index, self._count = self._count, self._count + 1
-        spike = not math.isfinite(value) or (index >= self.warmup and value > self._limit())
+        # Judged only with a baseline: after the warmup, and with at least one value in the window
+        # (non-finite values never enter it, so a warmup of NaNs leaves it empty).
+        judged = index >= self.warmup and len(self._recent) > 0
+        spike = not math.isfinite(value) or (judged and value > self._limit())
         if spike:
             self.flagged.append(index)
         else:

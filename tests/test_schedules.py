@@ -263,6 +263,14 @@ def test_spike_detector_never_flags_the_first_finite_value_it_has_no_baseline_fo
     assert [detector.update(v) for v in [1e6, 1e6, 5e6]] == [False, False, True]
 
 
+def test_spike_detector_judges_nothing_against_an_empty_window_after_a_warmup_of_nans():
+    detector = SpikeDetector(window=5, warmup=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no median of an empty window
+        assert [detector.update(v) for v in [math.nan, math.inf, 1000.0, 1000.0, 1e6]] == [True, True, False, False, True]
+    assert detector.flagged == [0, 1, 4]
+
+
 def test_spike_detector_flags_every_value_after_a_level_shift_as_its_docstring_warns():
     # a legitimate jump (a warm restart) never enters the window, so the old level stays the baseline
     detector = SpikeDetector(window=10, warmup=10)
