@@ -10,10 +10,11 @@ build stops and says how to install it: it never falls back to a CDN.
 """
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
-from sphinx.errors import ConfigError
+from sphinx.errors import ConfigError, ExtensionError
 
 STATIC_FOLDER = "mathjax"   # the folder under _static; mathjax_path starts with it
 
@@ -53,6 +54,46 @@ def install_mathjax_files(app) -> None:
     copy_mathjax(mathjax_build(app.srcdir), component, Path(app.outdir) / "_static" / STATIC_FOLDER)
 
 
+CONFIG_FILE = "config.js"   # MathJax's configuration, under the same folder
+
+
+def defer_mathjax_config(app, pagename, templatename, context, doctree) -> None:
+    """Give MathJax its configuration from a deferred script just before MathJax's own, not inline.
+
+    Why: Sphinx writes the configuration inline in the page head (``window.MathJax = {...}``), so
+    ``window.MathJax`` exists while the page is parsed, long before the deferred MathJax script
+    replaces it. jupyterquiz's script sees it, waits 500 ms and reads ``MathJax.version``; when
+    MathJax has not loaded by then (a slow load), that is undefined and reading it throws
+    "Cannot read properties of undefined (reading '0')". With the configuration deferred too,
+    ``window.MathJax`` does not exist while the inline scripts run: jupyterquiz skips its own
+    typesetting, and MathJax typesets the whole page, the quizzes included, when it starts.
+    Deferred scripts run in document order, so the configuration is in place before MathJax loads.
+    """
+    scripts = context.get("script_files")
+    if not scripts:
+        return
+    inline = [script for script in scripts
+              if not script.filename and str(script.attributes.get("body", "")).startswith("window.MathJax = ")]
+    if not inline:
+        return   # a page without equations gets no MathJax at all
+    config_file = Path(app.outdir) / "_static" / STATIC_FOLDER / CONFIG_FILE
+    body = inline[0].attributes["body"]
+    if not config_file.exists() or config_file.read_text() != body:
+        config_file.parent.mkdir(parents=True, exist_ok=True)
+        config_file.write_text(body)
+    for script in inline:
+        scripts.remove(script)
+    app.builder.add_js_file(f"{STATIC_FOLDER}/{CONFIG_FILE}", defer="defer")   # appended at the end...
+    config_script = scripts.pop()
+    # Sphinx stores MathJax's file as "_static/" + mathjax_path
+    mathjax = [index for index, script in enumerate(scripts)
+               if os.fspath(script.filename or "").endswith(app.config.mathjax_path)]
+    if len(mathjax) != 1:
+        raise ExtensionError(f"offline_mathjax: expected one MathJax script on {pagename}, found {len(mathjax)}")
+    scripts.insert(mathjax[0], config_script)                                  # ...moved just before MathJax
+
+
 def setup(app):
     app.connect("builder-inited", install_mathjax_files)
+    app.connect("html-page-context", defer_mathjax_config, priority=600)   # after sphinx.ext.mathjax adds its scripts
     return {"parallel_read_safe": True, "parallel_write_safe": True}

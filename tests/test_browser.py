@@ -218,3 +218,13 @@ def test_pages_that_cite_list_their_references(built_book, path):
     html = (built_book / path).read_text(encoding="utf-8")
     if "footnote-reference" in html:
         assert 'class="footnote-list' in html, f"{path} cites papers but shows no reference list"
+
+
+def test_mathjax_gets_its_configuration_from_a_deferred_script_just_before_it(built_book):
+    # An inline `window.MathJax = {...}` made jupyterquiz read MathJax.version before MathJax had
+    # loaded, on slow loads ("Cannot read properties of undefined (reading '0')"): _ext/offline_mathjax.py
+    for path in CHAPTER_PAGES:
+        html = (built_book / path).read_text()
+        assert "window.MathJax = " not in html, path
+        config = html.index('<script defer="defer" src="../../_static/mathjax/config.js')
+        assert config < html.index("_static/mathjax/tex-mml-chtml.js") < config + 200, path
