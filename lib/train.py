@@ -619,8 +619,10 @@ def train_seeds(
     if isinstance(schedule, (list, tuple)):
         if len(schedule) != len(seeds):
             raise ValueError(f"schedule: expected one function per seed ({len(seeds)}), got {len(schedule)}")
-        rate_of_update = SeedwiseSchedules([_rate_of_update(one, schedule_per, steps_per_epoch) or _no_schedule(index)
-                                            for index, one in enumerate(schedule)])
+        if any(one is None for one in schedule):
+            index = [one is None for one in schedule].index(True)
+            raise TypeError(f"schedule[{index}]: expected a function step -> learning rate, got None")
+        rate_of_update = SeedwiseSchedules([_rate_of_update(one, schedule_per, steps_per_epoch) for one in schedule])
     else:
         rate_of_update = _rate_of_update(schedule, schedule_per, steps_per_epoch)
     models = _build_models(build_model, seeds)
@@ -718,10 +720,6 @@ def train_seeds(
         if not history.diverged:
             stacked.copy_to_model(index)
     return models, histories
-
-
-def _no_schedule(index: int):
-    raise TypeError(f"schedule[{index}]: expected a function step -> learning rate, got None")
 
 
 class SeedwiseSchedules:
