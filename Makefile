@@ -28,7 +28,7 @@ book: setup  ## build the HTML book into _build/html, warnings as errors
 	$(VENV)/bin/jupyter-book build -W --keep-going .
 
 test: setup  ## every test: lib against torch, strict nbval over every notebook (twice: two CPU setups), book conventions, browser
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile  # two workers, one per core; a notebook's cells stay together on one
 
 notebooks: setup  ## re-execute every notebook and store its outputs (after changing lib or a lesson)
 	$(PY) tools/execute_notebooks.py

@@ -59,9 +59,11 @@ def load_mnist1d(cache: bool = True) -> dict:
     }
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
+        # A name of this process's own, then an atomic rename: two notebooks generating at once
+        # (make test runs two side by side) neither write into one file nor read half of one.
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
         np.savez(tmp, **data)
-        tmp.replace(path)  # atomic, so two notebooks running at once never read half a file
+        tmp.replace(path)
     return data
 
 

@@ -49,7 +49,7 @@ def test_every_installed_distribution_matches_the_lock():
 
 def test_the_lock_holds_every_direct_dependency():
     locked = read_pins(ROOT / "requirements.txt")
-    direct = [re.split(r"[=<>~ ]", line.strip())[0] for line in (ROOT / "requirements.in").read_text().splitlines()
+    direct = [re.split(r"[=<>~ \[]", line.strip())[0] for line in (ROOT / "requirements.in").read_text().splitlines()
               if line.strip() and not line.startswith("#")]
     assert direct and all(normalize(name) in locked for name in direct)
     assert "uv pip compile requirements.in" in (ROOT / "requirements.txt").read_text().splitlines()[1]
