@@ -9,14 +9,565 @@ learning curve (the score after each epoch) out.
 """
 from __future__ import annotations
 
+import hashlib
+import itertools
+import math
+import numbers
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from lib.checks import check_array, check_choice, check_int, check_positive
+from lib.data import Splits
+from lib.models import mlp
+from lib.normalization import BatchNorm
+from lib.train import SeedwiseSGD, train_seeds
+
 # ---------------------------------------------------------------------------------------------
 # Search spaces, the objective interface, grid and random search
 # ---------------------------------------------------------------------------------------------
+
+# The dimensions of a search space. Each one draws random values (``sample``) and lays out a
+# grid (``grid``) on its own scale: learning rate and weight decay act by their factor (0.01 to
+# 0.1 changes as much as 0.1 to 1), so they live on a log scale; a dropout probability or a
+# width acts by its difference, so it lives on a linear one.
+
+def _check_rng(rng) -> np.random.Generator:
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng: expected a np.random.Generator (np.random.default_rng(seed)), got {type(rng).__name__}")
+    return rng
+
+
+def _check_range(low, high) -> tuple[float, float]:
+    """``low`` and ``high`` as finite floats with low < high."""
+    for name, value in (("low", low), ("high", high)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{name}: expected a real number, got {type(value).__name__}")
+        if not math.isfinite(value):
+            raise ValueError(f"{name}: expected a finite number, got {value}")
+    if not low < high:
+        raise ValueError(f"low, high: expected low < high, got low={low}, high={high}")
+    return float(low), float(high)
+
+
+class Uniform:
+    """A real hyperparameter on a linear scale: every value in [low, high] equally likely (dropout p)."""
+
+    def __init__(self, low: float, high: float):
+        self.low, self.high = _check_range(low, high)
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """n independent draws, shape (n,)."""
+        return _check_rng(rng).uniform(self.low, self.high, check_int("n", n, minimum=1))
+
+    def grid(self, n: int) -> np.ndarray:
+        """n evenly spaced values from low to high, ends included, shape (n,)."""
+        return np.linspace(self.low, self.high, check_int("n", n, minimum=2))
+
+    def __repr__(self) -> str:
+        return f"Uniform({self.low:g}, {self.high:g})"
+
+
+class LogUniform:
+    """A positive hyperparameter on a log scale: log(value) is uniform on [log low, log high].
+
+    Each factor of 10 gets the same share of the draws, so 1e-3..1e-2 is sampled as often as
+    0.1..1. Learning rate and weight decay live here.
+    """
+
+    def __init__(self, low: float, high: float):
+        self.low, self.high = _check_range(low, high)
+        if self.low <= 0:
+            raise ValueError(f"low: a log scale needs 0 < low < high (log 0 is -infinity), got low={low}")
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """n independent draws, shape (n,): exp of a uniform draw between log low and log high."""
+        log_values = _check_rng(rng).uniform(math.log(self.low), math.log(self.high), check_int("n", n, minimum=1))
+        return np.exp(log_values)
+
+    def grid(self, n: int) -> np.ndarray:
+        """n log-spaced values from low to high, ends included (equal ratios between neighbours), shape (n,)."""
+        return np.geomspace(self.low, self.high, check_int("n", n, minimum=2))
+
+    def __repr__(self) -> str:
+        return f"LogUniform({self.low:g}, {self.high:g})"
+
+
+class IntUniform:
+    """An integer hyperparameter on a linear scale: every integer low..high (inclusive) equally likely."""
+
+    def __init__(self, low: int, high: int):
+        self.low, self.high = check_int("low", low), check_int("high", high)
+        if not self.low < self.high:
+            raise ValueError(f"low, high: expected low < high, got low={low}, high={high}")
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """n independent integers, shape (n,)."""
+        return _check_rng(rng).integers(self.low, self.high + 1, check_int("n", n, minimum=1))
+
+    def grid(self, n: int) -> np.ndarray:
+        """n evenly spaced integers from low to high, ends included, shape (n,)."""
+        check_int("n", n, minimum=2)
+        if n > self.high - self.low + 1:
+            raise ValueError(f"n: expected at most {self.high - self.low + 1} points (the integers "
+                             f"{self.low}..{self.high}), got {n}")
+        return np.round(np.linspace(self.low, self.high, n)).astype(int)
+
+    def __repr__(self) -> str:
+        return f"IntUniform({self.low}, {self.high})"
+
+
+class Categorical:
+    """A hyperparameter with a few unordered values (an optimizer's name, an activation)."""
+
+    def __init__(self, choices):
+        if isinstance(choices, (str, bytes)) or not isinstance(choices, Sequence):
+            raise TypeError(f"choices: expected a list of values, got {type(choices).__name__}")
+        if len(choices) == 0:
+            raise ValueError("choices: expected at least one value, got an empty list")
+        self.choices = list(choices)
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """n independent draws, each choice equally likely, shape (n,) (an object array)."""
+        picks = _check_rng(rng).integers(0, len(self.choices), check_int("n", n, minimum=1))
+        return self._as_array([self.choices[index] for index in picks])
+
+    def grid(self, n: int) -> np.ndarray:
+        """All the choices, shape (len(choices),): there is nothing between two of them, so ``n`` is ignored."""
+        check_int("n", n, minimum=1)
+        return self._as_array(self.choices)
+
+    @staticmethod
+    def _as_array(values: list) -> np.ndarray:
+        array = np.empty(len(values), dtype=object)  # element by element: a choice may itself be a tuple
+        array[:] = values
+        return array
+
+    def __repr__(self) -> str:
+        return f"Categorical({self.choices!r})"
+
+
+DIMENSIONS = (Uniform, LogUniform, IntUniform, Categorical)
+
+
+def _plain(value):
+    """A NumPy scalar as the Python number it holds, so that a config prints, hashes and compares simply."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+class SearchSpace:
+    """Named dimensions, e.g. ``SearchSpace({"lr": LogUniform(1e-3, 3.0), "weight_decay": LogUniform(1e-6, 1e-1)})``.
+
+    A config is a dict with one value per name, in the space's order.
+    """
+
+    def __init__(self, dimensions: dict):
+        if not isinstance(dimensions, dict):
+            raise TypeError(f"dimensions: expected a dict of name -> dimension, got {type(dimensions).__name__}")
+        if not dimensions:
+            raise ValueError("dimensions: expected at least one dimension, got an empty dict")
+        for name, dimension in dimensions.items():
+            if not isinstance(name, str):
+                raise TypeError(f"dimensions: expected string names, got {name!r}")
+            if not isinstance(dimension, DIMENSIONS):
+                raise TypeError(f"dimensions[{name!r}]: expected Uniform, LogUniform, IntUniform or Categorical, "
+                                f"got {type(dimension).__name__}")
+        self.dimensions = dict(dimensions)
+
+    @property
+    def names(self) -> list:
+        return list(self.dimensions)
+
+    def sample(self, rng: np.random.Generator, n: int) -> list:
+        """n random configs, each dimension drawn independently: a list of n dicts."""
+        columns = {name: dimension.sample(rng, n) for name, dimension in self.dimensions.items()}
+        return [{name: _plain(column[index]) for name, column in columns.items()} for index in range(n)]
+
+    def grid(self, points) -> list:
+        """Every combination of each dimension's grid (the Cartesian product), the first dimension varying slowest.
+
+        ``points`` is the number of grid points per dimension: one int for all, or a dict name -> int.
+        A grid of n points on each of d dimensions costs n**d trials.
+        """
+        if isinstance(points, dict):
+            if set(points) != set(self.dimensions):
+                raise ValueError(f"points: expected one entry per dimension {self.names}, got {sorted(points)}")
+            per_dimension = points
+        else:
+            check_int("points", points, minimum=2)
+            per_dimension = {name: points for name in self.dimensions}
+        axes = [dimension.grid(per_dimension[name]) for name, dimension in self.dimensions.items()]
+        return [{name: _plain(value) for name, value in zip(self.names, values)} for values in itertools.product(*axes)]
+
+    def __repr__(self) -> str:
+        return f"SearchSpace({self.dimensions!r})"
+
+
+class Pool:
+    """A finite search space: a list of configs, drawn from WITHOUT replacement.
+
+    Train every config of the pool once (``evaluate_all``), and a cached objective answers any
+    search over the pool for free: a search can then be repeated many times to measure its spread.
+    """
+
+    def __init__(self, configs: list):
+        if not isinstance(configs, list) or not all(isinstance(config, dict) for config in configs):
+            raise TypeError("configs: expected a list of dicts (one config each)")
+        if not configs:
+            raise ValueError("configs: expected at least one config, got an empty list")
+        self.configs = [dict(config) for config in configs]
+
+    @property
+    def names(self) -> list:
+        return list(self.configs[0])
+
+    def sample(self, rng: np.random.Generator, n: int) -> list:
+        """n distinct configs of the pool, in random order."""
+        check_int("n", n, minimum=1)
+        if n > len(self.configs):
+            raise ValueError(f"n: expected at most {len(self.configs)} (the pool's size; drawn without "
+                             f"replacement), got {n}")
+        return [dict(self.configs[index]) for index in _check_rng(rng).choice(len(self.configs), n, replace=False)]
+
+    def __len__(self) -> int:
+        return len(self.configs)
+
+
+# --- The objective interface: a config and a budget (epochs) in, a score and its learning curve out ---
+
+def _check_score(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{name}: expected a finite real number, got {value!r}")
+    return float(value)
+
+
+@dataclass
+class TrialResult:
+    """What an objective returns: ``score`` (higher is better) and ``curve`` (budget,), the score
+    after each epoch 1..budget, so that ``curve[-1] == score``."""
+
+    score: float
+    curve: np.ndarray
+
+    def __post_init__(self):
+        self.score = _check_score("score", self.score)
+        self.curve = check_array("curve", np.asarray(self.curve, dtype=float), ndim=1)
+        if len(self.curve) == 0 or self.curve[-1] != self.score:
+            raise ValueError(f"curve: expected the score after each epoch, ending with score={self.score}")
+
+
+def _check_configs(configs) -> list:
+    if not isinstance(configs, list) or not all(isinstance(config, dict) for config in configs):
+        raise TypeError("configs: expected a list of dicts (one config each)")
+    return configs
+
+
+def evaluate_all(objective, configs: list, budget: int) -> list:
+    """Each config trained for ``budget`` epochs: a list of TrialResult, in the order of ``configs``.
+
+    An objective with a ``many`` method (as MLPObjective) gets all configs in one call, so that it
+    can train them as one batched run; any other callable is called once per config.
+    """
+    if not callable(objective):
+        raise TypeError(f"objective: expected a function (config, budget) -> TrialResult, got {type(objective).__name__}")
+    _check_configs(configs)
+    check_int("budget", budget, minimum=1)
+    many = getattr(objective, "many", None)
+    results = many(configs, budget) if many is not None else [objective(config, budget) for config in configs]
+    for result in results:
+        if not isinstance(result, TrialResult):
+            raise TypeError(f"objective: expected it to return a TrialResult, got {type(result).__name__}")
+        if len(result.curve) != budget:
+            raise ValueError(f"objective: expected a curve of {budget} epochs (the budget), got {len(result.curve)}")
+    return results
+
+
+NORMS = {None: None, "batch": BatchNorm}
+
+
+class MLPObjective:
+    """Validation accuracy of the chapter's model, ``mlp([D, width, width, C])``, trained with plain SGD.
+
+    ``config["lr"]`` is the learning rate and ``config.get("weight_decay", 0)`` the weight decay;
+    ``budget`` is the number of epochs; ``norm`` is None or "batch" (batch norm after each hidden layer).
+    ``objective(config, budget)`` trains one config; ``objective.many(configs, budget)`` trains them
+    all as one batched run (``lib.train.train_seeds`` with ``SeedwiseSGD``).
+
+    A config's seed (its initialization and mini-batch order) is derived from its values and
+    ``seed``, so a config gets the same result whichever search asks for it, alone or in a batch
+    (equal up to rounding: batched kernels add in another order). Results are cached: the rate is
+    constant, so the first b epochs of a longer run are the run of budget b, and a cached longer
+    curve answers a shorter budget. ``epochs_trained`` counts the epochs really trained (cache hits
+    are free). A run that diverges (its loss becomes NaN) scores chance, 1 / classes, from then on.
+    """
+
+    def __init__(self, data: Splits, width: int = 64, batch_size: int = 128, seed: int = 0, norm: str | None = None):
+        if not isinstance(data, Splits):
+            raise TypeError(f"data: expected lib.data.Splits, got {type(data).__name__}")
+        self.data = data
+        self.width = check_int("width", width, minimum=1)
+        self.batch_size = check_int("batch_size", batch_size, minimum=1)
+        self.seed = check_int("seed", seed, minimum=0)
+        self.norm = check_choice("norm", norm, tuple(NORMS))
+        self.classes = int(data.y_train.max()) + 1
+        self.epochs_trained = 0
+        self._curves = {}   # (lr, weight_decay) -> validation accuracy after each epoch, the longest trained
+
+    def _key(self, config: dict) -> tuple[float, float]:
+        if not isinstance(config, dict) or "lr" not in config:
+            raise ValueError(f"config: expected a dict with 'lr' (and optionally 'weight_decay'), got {config!r}")
+        unknown = sorted(set(config) - {"lr", "weight_decay"})
+        if unknown:
+            raise ValueError(f"config: MLPObjective tunes 'lr' and 'weight_decay' only, got {unknown}")
+        return (check_positive("config['lr']", config["lr"]),
+                check_positive("config['weight_decay']", config.get("weight_decay", 0.0), allow_zero=True))
+
+    def config_seed(self, config: dict) -> int:
+        """The seed of a config's run: a hash of its values and ``seed`` (the same in every process), < 2**31."""
+        text = repr((self.seed, *self._key(config)))
+        return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little") % 2**31
+
+    def __call__(self, config: dict, budget: int) -> TrialResult:
+        return self.many([config], budget)[0]
+
+    def many(self, configs: list, budget: int) -> list:
+        """Each config trained for ``budget`` epochs, the uncached ones as one batched run: a list of TrialResult."""
+        keys = [self._key(config) for config in _check_configs(configs)]
+        check_int("budget", budget, minimum=1)
+        missing = [key for key in dict.fromkeys(keys) if len(self._curves.get(key, ())) < budget]
+        if missing:
+            self._train(missing, budget)
+        return [TrialResult(self._curves[key][budget - 1], self._curves[key][:budget]) for key in keys]
+
+    def _train(self, keys: list, budget: int) -> None:
+        """Train the configs ``keys`` for ``budget`` epochs in one batched run; cache their curves."""
+        seeds = [self.config_seed({"lr": lr, "weight_decay": decay}) for lr, decay in keys]
+        if len(set(seeds)) < len(seeds):  # two configs whose hashes collide: train_seeds needs distinct seeds
+            for key in keys:
+                self._train([key], budget)
+            return
+        sizes = [self.data.x_train.shape[1], self.width, self.width, self.classes]
+        _, histories = train_seeds(
+            lambda: mlp(sizes, norm=NORMS[self.norm]), self.data,
+            lambda params: SeedwiseSGD(params, [lr for lr, _ in keys], [decay for _, decay in keys]),
+            seeds, epochs=budget, batch_size=self.batch_size,
+            eval_every=len(self.data.y_train) // self.batch_size, progress=False)
+        for key, history in zip(keys, histories):
+            curve = np.full(budget, 1.0 / self.classes)  # a diverged run stops recording: chance from then on
+            after_epochs = history.val_acc[1:]           # record 0 is before the first update
+            curve[: len(after_epochs)] = after_epochs
+            self._curves[key] = curve
+        self.epochs_trained += budget * len(keys)
+
+
+# --- Searches and their results ---
+
+@dataclass
+class Trial:
+    """One evaluated config: ``number`` (order of evaluation), the config, its budget (epochs),
+    its score and its curve (budget,)."""
+
+    number: int
+    config: dict
+    budget: int
+    score: float
+    curve: np.ndarray
+
+
+class SearchResult:
+    """The trials of one search, in the order they were evaluated."""
+
+    def __init__(self, method: str, trials: list):
+        if not isinstance(method, str):
+            raise TypeError(f"method: expected a string such as 'random', got {type(method).__name__}")
+        if not isinstance(trials, list) or not all(isinstance(trial, Trial) for trial in trials):
+            raise TypeError("trials: expected a list of Trial")
+        if not trials:
+            raise ValueError("trials: expected at least one trial, got an empty list")
+        self.method, self.trials = method, trials
+
+    def scores(self) -> np.ndarray:
+        """Each trial's score, shape (n,)."""
+        return np.array([trial.score for trial in self.trials])
+
+    def configs(self) -> list:
+        return [trial.config for trial in self.trials]
+
+    @property
+    def best(self) -> Trial:
+        """The trial with the highest score; of equal scores, the earliest."""
+        return self.trials[int(np.argmax(self.scores()))]   # argmax returns the first of equal maxima
+
+    @property
+    def budget_used(self) -> int:
+        """The epochs the search spent: the sum of its trials' budgets."""
+        return sum(trial.budget for trial in self.trials)
+
+    def best_so_far(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(budget_spent (n,), best_score (n,))``: after each trial, the budget spent so far and the best score yet."""
+        budgets = np.cumsum([trial.budget for trial in self.trials])
+        return budgets, np.maximum.accumulate(self.scores())
+
+    def table(self, top: int | None = None) -> str:
+        """A plain-text table of the trials, best first (``top``: only that many rows)."""
+        if top is not None:
+            check_int("top", top, minimum=1)
+        names = list(dict.fromkeys(name for trial in self.trials for name in trial.config))
+        order = sorted(self.trials, key=lambda trial: -trial.score)  # stable: equal scores keep their order
+        header = ["trial", *names, "budget", "score"]
+        rows = [[str(trial.number), *(_format_value(trial.config.get(name, "")) for name in names),
+                 str(trial.budget), f"{trial.score:.3f}"] for trial in order[:top]]
+        widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
+        lines = ["  ".join(cell.rjust(width) for cell, width in zip(row, widths)) for row in [header, *rows]]
+        return f"{self.method} search, {len(self.trials)} trials, {self.budget_used} epochs\n" + "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"SearchResult({self.method!r}, {len(self.trials)} trials, best score {self.best.score:.3f})"
+
+
+def _format_value(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _trials(configs: list, budget: int, results: list, first_number: int = 0) -> list:
+    """Trials numbered from ``first_number``, one per (config, result)."""
+    return [Trial(first_number + index, config, budget, result.score, result.curve)
+            for index, (config, result) in enumerate(zip(configs, results))]
+
+
+def grid_search(objective, space: SearchSpace, points, budget: int) -> SearchResult:
+    """Every config of ``space.grid(points)``, each trained for ``budget`` epochs."""
+    if not isinstance(space, SearchSpace):
+        raise TypeError(f"space: expected a SearchSpace, got {type(space).__name__}")
+    configs = space.grid(points)
+    return SearchResult("grid", _trials(configs, budget, evaluate_all(objective, configs, budget)))
+
+
+def random_search(objective, space, n_trials: int, budget: int, seed: int = 0) -> SearchResult:
+    """``n_trials`` configs drawn from ``space`` (a SearchSpace, or a Pool: without replacement)
+    with ``np.random.default_rng(seed)``, each trained for ``budget`` epochs."""
+    if not isinstance(space, (SearchSpace, Pool)):
+        raise TypeError(f"space: expected a SearchSpace or a Pool, got {type(space).__name__}")
+    check_int("n_trials", n_trials, minimum=1)
+    configs = space.sample(np.random.default_rng(check_int("seed", seed, minimum=0)), n_trials)
+    return SearchResult("random", _trials(configs, budget, evaluate_all(objective, configs, budget)))
 
 
 # ---------------------------------------------------------------------------------------------
 # Successive halving and Hyperband
 # ---------------------------------------------------------------------------------------------
+
+
+def _check_halving_arguments(min_budget: int, max_budget: int, eta: int) -> None:
+    check_int("min_budget", min_budget, minimum=1)
+    check_int("max_budget", max_budget, minimum=1)
+    check_int("eta", eta, minimum=2)
+    if min_budget > max_budget:
+        raise ValueError(f"min_budget: expected at most max_budget = {max_budget}, got {min_budget}")
+
+
+def halving_plan(n_configs: int, min_budget: int, max_budget: int, eta: int = 3) -> list:
+    """The rungs of successive halving: a list of ``(n_i, r_i)``, rung i trains n_i configs to r_i epochs.
+
+    Rung i keeps ``n_i = floor(n / eta^i)`` configs (the best 1/eta of the rung before) and trains
+    them to ``r_i = r * eta^i`` epochs (r = ``min_budget``). The rungs go on while ``r_i <= R``
+    (R = ``max_budget``) and at least one config is left. Example: n = 27, r = 1, R = 27, eta = 3
+    gives [(27, 1), (9, 3), (3, 9), (1, 27)], a budget of sum n_i r_i = 4 * 27 = 108 epochs.
+    """
+    check_int("n_configs", n_configs, minimum=1)
+    _check_halving_arguments(min_budget, max_budget, eta)
+    rungs, n_i, r_i = [], n_configs, min_budget
+    while n_i >= 1 and r_i <= max_budget:
+        rungs.append((n_i, r_i))
+        n_i, r_i = n_i // eta, r_i * eta
+    return rungs
+
+
+def _ranked(trials: list) -> list:
+    # the trials of one rung, best score first; ties go to the earlier trial (a stable sort)
+    order = np.argsort([-trial.score for trial in trials], kind="stable")
+    return [trials[i] for i in order]
+
+
+def _halve(objective, configs: list, rungs: list, first_number: int = 0) -> list:
+    # Successive halving over the given configs: each rung is one evaluate_all call (one batched
+    # run), and its best n_{i+1} go on to the next rung. Returns the trials of every rung, numbered on.
+    trials, survivors = [], configs
+    for n_i, r_i in rungs:
+        survivors = survivors[:n_i]
+        rung = _trials(survivors, r_i, evaluate_all(objective, survivors, r_i), first_number + len(trials))
+        trials += rung
+        survivors = [trial.config for trial in _ranked(rung)]
+    return trials
+
+
+def _check_space_and_rng(space, seed: int) -> np.random.Generator:
+    if not isinstance(space, (SearchSpace, Pool)):
+        raise TypeError(f"space: expected a SearchSpace or a Pool, got {type(space).__name__}")
+    return np.random.default_rng(check_int("seed", seed, minimum=0))
+
+
+def successive_halving(objective, space, n_configs: int, min_budget: int, max_budget: int, eta: int = 3,
+                       seed: int = 0) -> SearchResult:
+    """Successive halving (Jamieson & Talwalkar 2016): sample n configs, train all briefly, keep the best 1/eta.
+
+    ``space`` draws ``n_configs`` configs (``space.sample(rng, n)``, rng seeded with ``seed``); the
+    rungs are ``halving_plan(n_configs, min_budget, max_budget, eta)``. Each rung evaluates its
+    n_i configs at r_i epochs with one ``evaluate_all`` call and passes its best n_{i+1} on.
+    The result holds the trials of every rung; its ``.best`` is the best score seen at any rung,
+    as Hyperband's Algorithm 1 returns it (the config with the best intermediate score).
+
+    Budget accounting: every rung trains its survivors from scratch to r_i, as in Li et al.'s
+    (2018) analysis, so ``budget_used = sum n_i r_i``. An implementation that resumes the
+    survivors from their checkpoints pays only ``sum n_i (r_i - r_{i-1})`` (r_{-1} = 0).
+    ``MLPObjective`` answers from its cache where it can, so its ``epochs_trained`` is the real cost.
+    """
+    rungs = halving_plan(n_configs, min_budget, max_budget, eta)
+    configs = space.sample(_check_space_and_rng(space, seed), n_configs)
+    return SearchResult("successive halving", _halve(objective, configs, rungs))
+
+
+def hyperband_plan(max_budget: int, eta: int = 3, min_budget: int = 1) -> list:
+    """Hyperband's brackets (Li et al. 2018, Algorithm 1): a list of s_max + 1 rung lists, bracket s first for s = s_max..0.
+
+    With R = ``max_budget`` and r = ``min_budget``, s_max = floor(log_eta(R / r)). Bracket s runs
+    successive halving on n = ceil((s_max + 1) / (s + 1) * eta^s) configs from r_s = R * eta^-s
+    epochs up to R: the most aggressive bracket (s = s_max) starts many configs at r epochs, the
+    last (s = 0) trains a few to R, as random search would. Every bracket spends about the same
+    budget. R must be divisible by eta^s_max, so that every r_s is a whole number of epochs.
+    For R = 81, eta = 3 the brackets are Table 1 of Li et al.: (81, 1) (27, 3) (9, 9) (3, 27) (1, 81);
+    (34, 3) (11, 9) (3, 27) (1, 81); (15, 9) (5, 27) (1, 81); (8, 27) (2, 81); (5, 81).
+    """
+    _check_halving_arguments(min_budget, max_budget, eta)
+    s_max = 0
+    while min_budget * eta ** (s_max + 1) <= max_budget:     # floor(log_eta(R / r)) without float rounding
+        s_max += 1
+    if max_budget % eta**s_max:
+        raise ValueError(f"max_budget: expected a multiple of eta^s_max = {eta**s_max}, so that every bracket "
+                         f"starts at a whole number of epochs, got {max_budget}")
+    brackets = []
+    for s in range(s_max, -1, -1):
+        n = -(-(s_max + 1) * eta**s // (s + 1))              # ceil((s_max + 1) / (s + 1) * eta^s), in integers
+        brackets.append(halving_plan(n, max_budget // eta**s, max_budget, eta))
+    return brackets
+
+
+def hyperband(objective, space, max_budget: int, eta: int = 3, min_budget: int = 1, seed: int = 0) -> SearchResult:
+    """Hyperband (Li et al. 2018): successive halving in every bracket of ``hyperband_plan``, one after another.
+
+    Successive halving must choose between many configs trained briefly and a few trained long;
+    Hyperband hedges by running every trade-off. Each bracket draws its own n configs from
+    ``space`` (one rng, seeded with ``seed``, for all brackets). The result holds the trials of
+    every rung of every bracket, numbered in order; ``budget_used`` is the sum of n_i r_i over all
+    brackets (survivors retrained from scratch, as in ``successive_halving``).
+    """
+    brackets = hyperband_plan(max_budget, eta, min_budget)
+    rng, trials = _check_space_and_rng(space, seed), []
+    for rungs in brackets:
+        configs = space.sample(rng, rungs[0][0])
+        trials += _halve(objective, configs, rungs, first_number=len(trials))
+    return SearchResult("hyperband", trials)
 
 
 # ---------------------------------------------------------------------------------------------
