@@ -524,7 +524,8 @@ def successive_halving(objective, space, n_configs: int, min_budget: int, max_bu
     ``MLPObjective`` answers from its cache where it can, so its ``epochs_trained`` is the real cost.
     """
     rungs = halving_plan(n_configs, min_budget, max_budget, eta)
-    configs = space.sample(_check_space_and_rng(space, seed), n_configs)
+    rng = _check_space_and_rng(space, seed)
+    configs = space.sample(rng, n_configs)
     return SearchResult("successive halving", _halve(objective, configs, rungs))
 
 
