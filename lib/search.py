@@ -17,9 +17,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
 
 from lib.checks import check_array, check_choice, check_int, check_positive
-from lib.data import Splits
+from lib.data import Splits, TensorBatches, to_tensors
 from lib.models import mlp
 from lib.normalization import BatchNorm
 from lib.train import SeedwiseSGD, train_seeds
@@ -584,3 +587,152 @@ def hyperband(objective, space, max_budget: int, eta: int = 3, min_budget: int =
 # ---------------------------------------------------------------------------------------------
 # Hypergradients: differentiating the validation loss through unrolled SGD
 # ---------------------------------------------------------------------------------------------
+
+
+def _check_rate(name: str, value, allow_zero: bool = False):
+    """A rate is a real number or a 0-d float tensor (to differentiate with respect to it), finite, > 0."""
+    if isinstance(value, torch.Tensor):
+        if value.ndim != 0 or not value.is_floating_point():
+            raise ValueError(f"{name}: expected a 0-d floating-point tensor, got shape {tuple(value.shape)}, "
+                             f"dtype {value.dtype}")
+        check_positive(name, value.item(), allow_zero=allow_zero)
+    else:
+        check_positive(name, value, allow_zero=allow_zero)
+    return value
+
+
+def unrolled_sgd(params: dict, batch_loss, batches, lr, weight_decay=0.0) -> dict:
+    """Plain SGD written as a function: one update θ ← θ − lr · (∇ batch_loss(θ, batch) + weight_decay · θ)
+    per entry of ``batches``; returns the last θ as a new dict (the names and shapes of ``params``).
+
+    When ``lr``, ``weight_decay`` or a starting parameter is a tensor that requires grad, every
+    gradient is taken with ``create_graph=True``, so the result stays a differentiable function of
+    them: a loss computed from it can be differentiated back through every update (reverse mode
+    through the optimization). The price is that autograd keeps every update's intermediate tensors
+    until that backward pass.
+    ``batch_loss(params, batch) -> scalar tensor``; ``lr``, ``weight_decay``: numbers or 0-d tensors.
+    """
+    if not isinstance(params, dict) or not params:
+        raise TypeError(f"params: expected a non-empty dict of tensors, got {type(params).__name__}")
+    for name, value in params.items():
+        check_array(f"params[{name!r}]", value)
+    if not callable(batch_loss):
+        raise TypeError(f"batch_loss: expected a function (params, batch) -> loss, got {type(batch_loss).__name__}")
+    _check_rate("lr", lr)
+    _check_rate("weight_decay", weight_decay, allow_zero=True)
+    # Record the updates for a backward pass only when something asks for a derivative: without, each
+    # update starts from fresh leaves and its graph is freed, which is plain (cheap) training.
+    record = any(_requires_grad(value) for value in (lr, weight_decay, *params.values()))
+    # each update differentiates the batch loss with respect to every parameter, so each must require grad
+    params = {name: value if value.requires_grad else _fresh_leaf(value) for name, value in params.items()}
+    for batch in batches:
+        grads = torch.autograd.grad(batch_loss(params, batch), list(params.values()), create_graph=record)
+        params = {name: value - lr * (grad + weight_decay * value)
+                  for (name, value), grad in zip(params.items(), grads)}
+        if not record:
+            params = {name: _fresh_leaf(value) for name, value in params.items()}
+    return params
+
+
+def _requires_grad(value) -> bool:
+    return isinstance(value, torch.Tensor) and value.requires_grad
+
+
+def _fresh_leaf(value: torch.Tensor) -> torch.Tensor:
+    return value.detach().requires_grad_()
+
+
+def unrolled_val_loss(model: nn.Module, data: Splits, lr, steps: int, batch_size: int = 128, seed: int = 0,
+                      weight_decay=0.0) -> torch.Tensor:
+    """The mean cross-entropy on the validation split after ``steps`` updates of plain SGD from
+    ``model``'s current weights: a 0-d tensor, differentiable with respect to ``lr`` and
+    ``weight_decay`` when they are tensors that require grad (see :func:`unrolled_sgd`).
+
+    The mini-batches of ``batch_size`` come from ``TensorBatches`` with ``seed``, the same for every
+    rate, so the loss is a deterministic function of the rate. It is computed in the dtype of the
+    model's parameters (float64 for a check against finite differences). ``model`` is not changed;
+    it lends its code to ``torch.func.functional_call``.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
+    if any(True for _ in model.buffers()):
+        # batch norm would update its running statistics in place at every unrolled update
+        raise ValueError("model: expected a model without buffers (no batch norm)")
+    if not isinstance(data, Splits):
+        raise TypeError(f"data: expected a lib.data.Splits, got {type(data).__name__}")
+    _check_rate("lr", lr)
+    _check_rate("weight_decay", weight_decay, allow_zero=True)
+    check_int("steps", steps, minimum=1)
+    check_int("batch_size", batch_size, minimum=1)
+    check_int("seed", seed, minimum=0)
+    dtype = next(model.parameters()).dtype
+    x_train, y_train = to_tensors(data.x_train, data.y_train, dtype=dtype)
+    x_val, y_val = to_tensors(data.x_val, data.y_val, dtype=dtype)
+    batches = itertools.islice(TensorBatches(x_train, y_train, batch_size, seed=seed), steps)
+
+    def batch_loss(params: dict, batch: tuple) -> torch.Tensor:
+        x, y = batch
+        return F.cross_entropy(torch.func.functional_call(model, params, (x,)), y)
+
+    start = {name: value.detach().clone() for name, value in model.named_parameters()}
+    trained = unrolled_sgd(start, batch_loss, batches, lr, weight_decay)
+    return batch_loss(trained, (x_val, y_val))
+
+
+def hypergradient(val_loss_of_lr, lr: float) -> tuple[float, float]:
+    """The validation loss L(lr) and its derivative dL/dlr, by reverse-mode autograd.
+
+    ``val_loss_of_lr(rate) -> 0-d tensor`` receives the rate as a float64 0-d tensor that requires
+    grad, for example ``lambda rate: unrolled_val_loss(model, data, rate, steps=20)``.
+    """
+    if not callable(val_loss_of_lr):
+        raise TypeError(f"val_loss_of_lr: expected a function of the rate, got {type(val_loss_of_lr).__name__}")
+    rate = torch.tensor(check_positive("lr", lr), dtype=torch.float64, requires_grad=True)
+    val_loss = val_loss_of_lr(rate)
+    if not isinstance(val_loss, torch.Tensor) or val_loss.ndim != 0:
+        raise ValueError("val_loss_of_lr: expected it to return a 0-d tensor (one loss)")
+    (d_lr,) = torch.autograd.grad(val_loss, rate)
+    return val_loss.item(), d_lr.item()
+
+
+def hypergradient_descent(val_loss_of_lr, lr: float, hyper_lr: float, hyper_steps: int, max_factor: float = 2.0):
+    """Gradient descent on the hyperparameter u = ln lr: u ← u − hyper_lr · dL/du, with
+    dL/du = lr · dL/dlr by the chain rule. On the log scale a step changes the rate by a factor,
+    and no step can make it negative. A step is clipped to change the rate by at most
+    ``max_factor``: near the rates where training turns chaotic, |dL/dlr| grows by orders of
+    magnitude, and one unclipped step would throw the rate to 0 or to infinity.
+
+    Returns three arrays of shape (hyper_steps + 1,): the rates tried, their validation losses
+    and their hypergradients dL/dlr (the last rate is evaluated too).
+    """
+    check_positive("hyper_lr", hyper_lr)
+    check_int("hyper_steps", hyper_steps, minimum=1)
+    if check_positive("max_factor", max_factor) <= 1:
+        raise ValueError(f"max_factor: expected a number > 1, got {max_factor}")
+    largest_step = math.log(max_factor)
+    rows = [(lr, *hypergradient(val_loss_of_lr, lr))]
+    for _ in range(hyper_steps):
+        rate, _, d_lr = rows[-1]
+        step = float(np.clip(-hyper_lr * rate * d_lr, -largest_step, largest_step))
+        rate = rate * math.exp(step)
+        rows.append((rate, *hypergradient(val_loss_of_lr, rate)))
+    lrs, val_losses, d_lrs = (np.array(column) for column in zip(*rows))
+    return lrs, val_losses, d_lrs
+
+
+def saved_tensor_bytes(compute):
+    """Run ``compute()`` and add up the bytes of the distinct tensors that autograd saves for the
+    backward pass: the memory reverse mode holds until it runs. Returns (compute's result, bytes)."""
+    if not callable(compute):
+        raise TypeError(f"compute: expected a function of no arguments, got {type(compute).__name__}")
+    storages = {}
+
+    def keep(tensor: torch.Tensor) -> torch.Tensor:
+        # holding the storage keeps its address from being reused, so a count by address is exact
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+        result = compute()
+    return result, sum(storage.nbytes() for storage in storages.values())
