@@ -25,7 +25,7 @@ from lib.checks import check_array, check_choice, check_int, check_positive
 from lib.data import Splits, TensorBatches, to_tensors
 from lib.models import mlp
 from lib.normalization import BatchNorm
-from lib.train import SeedwiseSGD, train_seeds
+from lib.train import History, SeedwiseSGD, train_seeds
 
 # ---------------------------------------------------------------------------------------------
 # Search spaces, the objective interface, grid and random search
@@ -577,6 +577,278 @@ def hyperband(objective, space, max_budget: int, eta: int = 3, min_budget: int =
 # ---------------------------------------------------------------------------------------------
 # Learning-curve diagnosis
 # ---------------------------------------------------------------------------------------------
+
+# A learning curve read the way a practitioner reads it (Karpathy 2019, the Deep Learning Tuning
+# Playbook): each rule below looks for one shape in a History's training and validation losses and
+# returns a sentence with the numbers it measured, or None. ``diagnose`` tries them in the order of
+# DIAGNOSIS_RULES, which is the order one would fix things: a run that fails at its start before one
+# that fails at its end, the rate before the model. The thresholds are rules of thumb, set so that each
+# shape's typical curve on MNIST-1D clears them with room to spare and its near misses do not (see
+# tests/test_search_diagnosis.py and chapters/search/02_recipe.ipynb); other data may need others.
+
+ADVICE = {
+    "diverged": "lower the learning rate (or warm it up, or clip the gradients)",
+    "bad_initialization": "fix the initialization: weights scaled for the depth and the activation (Kaiming or "
+                          "Xavier), so that signals and gradients pass through the network from the first step",
+    "decay_too_early": "decay the learning rate later, or by less: it was cut while the loss was still falling fast",
+    "plateau": "decay the learning rate: the loss is stuck at the noise floor of a rate that is too high to go lower",
+    "underfitting": "a bigger model or less regularization: the model cannot fit even its training data",
+    "overfitting": "more regularization (weight decay, dropout, augmentation) or more data; stop at the best "
+                   "validation loss meanwhile",
+    "train_longer": "train longer: both losses were still falling when the run ended",
+    "healthy": "nothing to fix in these curves; spend the budget on the search",
+}
+PATTERNS = tuple(ADVICE)
+MIN_RECORDS = 8         # the rules compare a run's start, middle and last quarter: fewer records cannot show that
+TAIL_FRACTION = 0.25    # "the end of the run": its last quarter, long enough to average a few records' noise
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """What ``diagnose`` read in a run: the ``pattern`` (one of PATTERNS), the ``advice`` for it, and the
+    ``evidence``: a sentence with the measured numbers that made the rule fire."""
+
+    pattern: str
+    advice: str
+    evidence: str
+
+    def __str__(self) -> str:
+        return f"{self.pattern}: {self.evidence} Advice: {self.advice}."
+
+
+@dataclass(frozen=True)
+class _Curves:
+    """A History's records as arrays, each (T,): steps, training and validation loss, learning rate."""
+
+    steps: np.ndarray
+    train: np.ndarray
+    val: np.ndarray
+    lr: np.ndarray
+
+    @property
+    def start(self) -> float:
+        """The training loss before any update (ln C for C classes when the initialization is right)."""
+        return float(self.train[0])
+
+    @property
+    def tail(self) -> np.ndarray:
+        """A mask (T,) of the records in the run's last TAIL_FRACTION of steps (at least two records)."""
+        mask = self.steps >= self.steps[0] + (1 - TAIL_FRACTION) * (self.steps[-1] - self.steps[0])
+        mask[-2:] = True
+        return mask
+
+    def tail_drop(self, values: np.ndarray) -> float:
+        """How far ``values`` fell over the last quarter: the drop of a straight line fitted to its records
+        there, so that one noisy record does not decide it. Negative when they rose."""
+        steps, tail_values = self.steps[self.tail], values[self.tail]
+        slope = np.polyfit(steps, tail_values, 1)[0]
+        return float(-slope * (steps[-1] - steps[0]))
+
+    def late_share(self, values: np.ndarray) -> float:
+        """The share of the run's whole drop (first value minus lowest) that its last quarter brought:
+        about 0.25 for a loss that falls at a steady pace, near 0 for one that has flattened; 0 if it never fell."""
+        whole = values[0] - values.min()
+        return self.tail_drop(values) / whole if whole > 0 else 0.0
+
+    def at_step(self, values: np.ndarray, step: float) -> float:
+        """``values`` at ``step``, linearly interpolated between the records around it."""
+        return float(np.interp(step, self.steps, values))
+
+
+def _as_curves(history) -> _Curves:
+    if not isinstance(history, History):
+        raise TypeError(f"history: expected a lib.train.History, got {type(history).__name__}")
+    lengths = {len(history.steps), len(history.train_loss), len(history.val_loss), len(history.lr)}
+    if len(lengths) != 1:
+        raise ValueError("history: expected steps, train_loss, val_loss and lr of one length each, "
+                         f"got {len(history.steps)}, {len(history.train_loss)}, {len(history.val_loss)}, "
+                         f"{len(history.lr)}")
+    if len(history.steps) < MIN_RECORDS:
+        raise ValueError(f"history: expected at least {MIN_RECORDS} records to read a curve from, "
+                         f"got {len(history.steps)}")
+    return _Curves(*(np.asarray(values, dtype=float) for values in
+                     (history.steps, history.train_loss, history.val_loss, history.lr)))
+
+
+def _diverged(history, curves: _Curves):
+    """The run stopped on a NaN or infinite loss, or recorded one."""
+    if history.diverged or not (np.isfinite(curves.train).all() and np.isfinite(curves.val).all()):
+        return f"The loss became NaN or infinite; the last record is at step {int(curves.steps[-1])}."
+    return None
+
+
+def _bad_initialization(curves: _Curves, flat_tolerance: float = 0.02, min_flat_fraction: float = 0.1,
+                        min_drop: float = 0.1):
+    """Flat at its start value for a while, then a drop.
+
+    flat_tolerance: "flat" = within 2% of the start value, about the noise of a record of averaged
+        mini-batch losses. min_flat_fraction: for at least 10% of the run; every run starts flat for a
+        few steps, and a short flat start costs little. min_drop: then, within a stretch as long again,
+        the loss falls by 10% of its start value, 5 times the flat tolerance: a change of pace, not a
+        small rate's slow start, which goes on at the same slow pace.
+    """
+    below = np.nonzero(curves.train < (1 - flat_tolerance) * curves.start)[0]
+    if len(below) == 0:
+        return None
+    flat_until = curves.steps[below[0] - 1]
+    if flat_until < min_flat_fraction * curves.steps[-1]:
+        return None
+    loss_then = curves.at_step(curves.train, flat_until)
+    drop = loss_then - curves.at_step(curves.train, 2 * flat_until)
+    if drop < min_drop * curves.start:
+        return None
+    return (f"The training loss stayed within {flat_tolerance:.0%} of its start value {curves.start:.3f} "
+            f"for {int(flat_until)} of {int(curves.steps[-1])} steps, then fell by {drop:.3f} "
+            f"({drop / curves.start:.0%} of it) in the next {int(flat_until)}.")
+
+
+def _decay_too_early(curves: _Curves, decay_factor: float = 2.0, window_fraction: float = 0.1,
+                     slowdown: float = 3.0):
+    """A step decay of the rate, after which the training loss falls much more slowly than just before.
+
+    decay_factor: a "step" decay cuts the rate by at least 2 from one record to the next (a smooth
+        schedule moves far less between records, until its very end). window_fraction: the pace is
+        measured over 10% of the run on each side of the decay, so that it is the pace at the decay,
+        not the fast start of every run. slowdown: the loss falls at least 3 times more slowly after
+        than before. A decay at the right time does the opposite: the loss had flattened, and it drops
+        at once when the rate's noise is removed.
+    """
+    cuts = np.nonzero(curves.lr[1:] <= curves.lr[:-1] / decay_factor)[0]
+    if len(cuts) == 0:
+        return None
+    # the first record at the lower rate: the cut came after the record before it, and the mini-batch
+    # losses averaged into this one are partly before the cut, so the slower pace is measured from here
+    decay_step = curves.steps[cuts[0] + 1]
+    window = min(window_fraction * curves.steps[-1], decay_step - curves.steps[0], curves.steps[-1] - decay_step)
+    if window <= 0:
+        return None
+    loss_at_decay = curves.at_step(curves.train, decay_step)
+    before = curves.at_step(curves.train, decay_step - window) - loss_at_decay
+    after = loss_at_decay - curves.at_step(curves.train, decay_step + window)
+    if before <= 0 or after * slowdown > before:
+        return None
+    return (f"The rate fell from {curves.lr[cuts[0]]:.3g} to {curves.lr[cuts[0] + 1]:.3g} by step "
+            f"{int(decay_step)} of {int(curves.steps[-1])}; the training loss fell by {before:.3f} in the "
+            f"{int(window)} steps before and by {after:.3f} in the {int(window)} after.")
+
+
+def _ends_flat_and_high(curves: _Curves, flat_share: float, high_loss: float):
+    """(drop over the last quarter, mean training loss there) if the run ends flat and high, else None."""
+    drop, level = curves.tail_drop(curves.train), float(curves.train[curves.tail].mean())
+    if curves.late_share(curves.train) >= flat_share or level < high_loss * curves.start:
+        return None
+    return drop, level
+
+
+def _plateau(curves: _Curves, flat_share: float = 0.04, high_loss: float = 0.5, min_drop: float = 0.1,
+             jitter: float = 0.02):
+    """Drops, then flat at a high loss under a constant rate, the weights still moving.
+
+    flat_share: the last quarter brought less than 4% of the training loss's whole drop, a sixth of
+        what a steady pace brings (25%): more of the same steps would buy little. high_loss: and it
+        stays above half of its start value: a model that fits its data halves the loss of chance; one
+        that stays above it is far from what such a model reaches (other data may need another
+        fraction). min_drop: it did drop first, by at least 10% of its start value. jitter: the
+        validation loss, measured on the same examples every time, still jumps from record to record by
+        a median 2% or more: the weights move without progress, the noise floor of a rate too high.
+        A model at the limit of its capacity settles instead (``_underfitting``).
+    """
+    flat_and_high = _ends_flat_and_high(curves, flat_share, high_loss)
+    tail_rates = curves.lr[curves.tail]
+    if flat_and_high is None or curves.start - curves.train.min() < min_drop * curves.start:
+        return None
+    if tail_rates.min() < tail_rates.max():            # a rate that changed is no longer the constant one to decay
+        return None
+    tail_val = curves.val[curves.tail]
+    jumps = float(np.median(np.abs(np.diff(tail_val))) / tail_val.mean())
+    if jumps < jitter:
+        return None
+    drop, level = flat_and_high
+    return (f"The training loss fell from {curves.start:.3f} to {level:.3f} and then by only {drop:.3f} over the "
+            f"last quarter at a constant rate {tail_rates[-1]:.3g}, while the validation loss still jumped by a "
+            f"median {jumps:.1%} from one record to the next.")
+
+
+def _underfitting(curves: _Curves, flat_share: float = 0.04, high_loss: float = 0.5,
+                  gap_tolerance: float = 0.05):
+    """Flat at a high loss, with no gap between training and validation loss.
+
+    flat_share, high_loss: as in ``_plateau``. gap_tolerance: over the last quarter the validation
+        loss is within 5% of the training loss: the model does no better on the examples it trains on
+        than on new ones, so it has not fitted them.
+    """
+    flat_and_high = _ends_flat_and_high(curves, flat_share, high_loss)
+    if flat_and_high is None:
+        return None
+    drop, level = flat_and_high
+    gap = float(curves.val[curves.tail].mean()) - level
+    if abs(gap) > gap_tolerance * level:
+        return None
+    return (f"Over the last quarter the training loss stayed at {level:.3f} (it fell by {drop:.3f}, its start "
+            f"value was {curves.start:.3f}) and the validation loss was within {abs(gap):.3f} of it.")
+
+
+def _overfitting(curves: _Curves, rise_tolerance: float = 0.05, min_train_fall: float = 0.02):
+    """The validation loss turned up while the training loss kept falling: the gap between them grew.
+
+    rise_tolerance: over the last quarter the validation loss is on average 5% above its lowest value,
+        more than the record-to-record noise of a validation loss on a few hundred examples.
+    min_train_fall: meanwhile the training loss fell by at least 2% of its start value, more than the
+        noise of a record of averaged mini-batch losses (as ``_bad_initialization``'s flat_tolerance).
+    """
+    best = int(np.argmin(curves.val))
+    val_end, train_end = float(curves.val[curves.tail].mean()), float(curves.train[curves.tail].mean())
+    rise, train_fall = val_end - curves.val[best], curves.train[best] - train_end
+    if rise < rise_tolerance * curves.val[best] or train_fall < min_train_fall * curves.start:
+        return None
+    return (f"The validation loss was lowest, {curves.val[best]:.3f}, at step {int(curves.steps[best])} and "
+            f"{val_end:.3f} over the last quarter (+{rise / curves.val[best]:.0%}), while the training loss fell "
+            f"from {curves.train[best]:.3f} to {train_end:.3f}: the gap grew from "
+            f"{curves.val[best] - curves.train[best]:.3f} to {val_end - train_end:.3f}.")
+
+
+def _train_longer(curves: _Curves, flat_share: float = 0.04):
+    """Both losses still falling at the end.
+
+    flat_share: as in ``_plateau``: the last quarter brought at least 4% of each loss's whole drop,
+        so the run stopped while it was still making progress that more steps would extend.
+    """
+    train_share, val_share = curves.late_share(curves.train), curves.late_share(curves.val)
+    if min(train_share, val_share) < flat_share:
+        return None
+    return (f"The last quarter still brought {train_share:.0%} of the training loss's drop (it fell by "
+            f"{curves.tail_drop(curves.train):.3f} there) and {val_share:.0%} of the validation loss's "
+            f"(by {curves.tail_drop(curves.val):.3f}).")
+
+
+DIAGNOSIS_RULES = (("bad_initialization", _bad_initialization), ("decay_too_early", _decay_too_early),
+                   ("plateau", _plateau), ("underfitting", _underfitting), ("overfitting", _overfitting),
+                   ("train_longer", _train_longer))
+
+
+def diagnose(history: History) -> Diagnosis:
+    """Name the pattern of a run's learning curves, with the advice for it and the evidence.
+
+    ``history`` is a ``lib.train.History`` with at least MIN_RECORDS records (steps, train_loss,
+    val_loss, lr; one entry per record). A run that diverged is "diverged"; otherwise the rules of
+    DIAGNOSIS_RULES are tried in order, from the start of the run to its end, and the first that
+    fires names it: "bad_initialization", "decay_too_early", "plateau", "underfitting",
+    "overfitting", "train_longer". If none does, the run is "healthy". A run that never leaves its
+    start value matches no drop-shaped rule and is called underfitting, whatever held it back (a
+    rate too small, weights too small): check both.
+    """
+    curves = _as_curves(history)
+    evidence = _diverged(history, curves)
+    if evidence is not None:
+        return Diagnosis("diverged", ADVICE["diverged"], evidence)
+    for pattern, rule in DIAGNOSIS_RULES:
+        evidence = rule(curves)
+        if evidence is not None:
+            return Diagnosis(pattern, ADVICE[pattern], evidence)
+    return Diagnosis("healthy", ADVICE["healthy"], "No rule fired: "
+                     f"the training loss went from {curves.start:.3f} to {curves.train[-1]:.3f} and the validation "
+                     f"loss ended at {curves.val[-1]:.3f}, without a flat start, an early decay, a plateau or a "
+                     "turn of the validation loss.")
 
 
 # ---------------------------------------------------------------------------------------------
