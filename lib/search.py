@@ -12,20 +12,26 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
+import multiprocessing
 import numbers
+import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import optuna
 import torch
 import torch.nn.functional as F
+from scipy.interpolate import RegularGridInterpolator
 from torch import nn
 
 from lib.checks import check_array, check_choice, check_int, check_positive
-from lib.data import Splits, TensorBatches, to_tensors
+from lib.data import Splits, TensorBatches, _cache_dir, to_tensors
+from lib.device import set_seed, tune_for_small_models
 from lib.models import mlp
 from lib.normalization import BatchNorm
-from lib.train import History, SeedwiseSGD, train_seeds
+from lib.train import History, SeedwiseSGD, evaluate, train, train_seeds
 
 # ---------------------------------------------------------------------------------------------
 # Search spaces, the objective interface, grid and random search
@@ -854,6 +860,301 @@ def diagnose(history: History) -> Diagnosis:
 # ---------------------------------------------------------------------------------------------
 # Search at scale: Optuna
 # ---------------------------------------------------------------------------------------------
+
+# Optuna runs the searches for real: a study holds the trials, a sampler proposes each trial's
+# config (random, or TPE, which models where the good configs were), a pruner stops a trial whose
+# learning curve lags the others', and a storage (a database) keeps the study, so that a search
+# survives a restart and several processes, or machines, can share it.
+
+SAMPLERS = {"random": optuna.samplers.RandomSampler, "tpe": optuna.samplers.TPESampler,
+            "grid": optuna.samplers.GridSampler}
+PRUNERS = {"median": optuna.pruners.MedianPruner, "halving": optuna.pruners.SuccessiveHalvingPruner,
+           "none": optuna.pruners.NopPruner}
+STORAGE_KINDS = ("sqlite:///", "postgresql://", "postgresql+psycopg://")
+DIRECTIONS = ("maximize", "minimize")
+
+
+def suggest(trial: optuna.Trial, space: SearchSpace) -> dict:
+    """One config of ``space``, each value asked of ``trial`` with Optuna's own call for its scale.
+
+    LogUniform -> ``suggest_float(log=True)`` (so the sampler works on log(value), as random search
+    draws it), Uniform -> ``suggest_float``, IntUniform -> ``suggest_int``, Categorical ->
+    ``suggest_categorical``. The dict has the space's names in its order.
+    """
+    if not isinstance(space, SearchSpace):
+        raise TypeError(f"space: expected a SearchSpace, got {type(space).__name__}")
+    config = {}
+    for name, dimension in space.dimensions.items():
+        if isinstance(dimension, Categorical):
+            config[name] = trial.suggest_categorical(name, dimension.choices)
+        elif isinstance(dimension, IntUniform):
+            config[name] = trial.suggest_int(name, dimension.low, dimension.high)
+        else:
+            config[name] = trial.suggest_float(name, dimension.low, dimension.high,
+                                               log=isinstance(dimension, LogUniform))
+    return config
+
+
+def make_sampler(sampler: str, seed: int = 0, **options) -> optuna.samplers.BaseSampler:
+    """Optuna's sampler named ``sampler``, seeded: "random", "tpe" or "grid".
+
+    ``options`` go to Optuna's class unchanged: e.g. ``n_startup_trials=5`` (TPE's random trials
+    before it starts modelling), or the "grid" sampler's required ``search_space={name: [values]}``.
+    """
+    check_choice("sampler", sampler, tuple(SAMPLERS))
+    return SAMPLERS[sampler](seed=check_int("seed", seed, minimum=0), **options)
+
+
+def make_pruner(pruner: str, **options) -> optuna.pruners.BasePruner:
+    """Optuna's pruner named ``pruner``: "median" (MedianPruner), "halving" (SuccessiveHalvingPruner,
+    asynchronous successive halving) or "none" (NopPruner). ``options`` go to Optuna's class unchanged."""
+    check_choice("pruner", pruner, tuple(PRUNERS))
+    return PRUNERS[pruner](**options)
+
+
+def _check_study_name(study_name) -> str:
+    if not isinstance(study_name, str):
+        raise TypeError(f"study_name: expected a string, got {type(study_name).__name__}")
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", study_name):
+        raise ValueError(f"study_name: expected letters, digits, '_' or '-' (it names a file), got {study_name!r}")
+    return study_name
+
+
+def default_storage(study_name: str) -> str:
+    """The SQLite URL of a study's own file in the book's cache: ``sqlite:///<cache>/studies/<name>.db``.
+
+    The cache is lib.data's (``$DLBOOK_CACHE``, default ``~/.cache/dlbook``). The folder is created
+    here: SQLite creates a missing database file, not a missing folder.
+    """
+    directory = _cache_dir() / "studies"
+    directory.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{directory / _check_study_name(study_name)}.db"
+
+
+def make_storage(storage: str) -> optuna.storages.RDBStorage:
+    """Optuna's database storage for the URL ``storage``: ``sqlite:///<file>`` (one machine),
+    ``postgresql://user:password@host:port/database`` or the same with ``postgresql+psycopg://``
+    (a server that workers on several machines share)."""
+    if not isinstance(storage, str):
+        raise TypeError(f"storage: expected a database URL (str), got {type(storage).__name__}")
+    if not storage.startswith(STORAGE_KINDS):
+        # only the scheme is shown: the rest of a URL may hold a password
+        raise ValueError(f"storage: expected a URL starting with {', '.join(STORAGE_KINDS)}, "
+                         f"got one starting with {storage.split(':', 1)[0]!r}")
+    if storage.startswith("sqlite:///"):
+        # a process waits up to 60 s (Python's default: 5 s) while another one writes, instead of
+        # failing with "database is locked": SQLite lets one writer at a time in
+        return optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": {"timeout": 60}})
+    # SQLAlchemy reads a bare postgresql:// as the psycopg2 driver; the book installs psycopg 3
+    url = storage.replace("postgresql://", "postgresql+psycopg://", 1)
+    # pool_pre_ping: a worker that trained for an hour checks its connection before using it
+    return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+
+
+def _sampler_of(sampler, seed: int) -> optuna.samplers.BaseSampler:
+    return sampler if isinstance(sampler, optuna.samplers.BaseSampler) else make_sampler(sampler, seed)
+
+
+def _pruner_of(pruner) -> optuna.pruners.BasePruner:
+    return pruner if isinstance(pruner, optuna.pruners.BasePruner) else make_pruner(pruner)
+
+
+def create_study(name: str, storage: str | None = None, sampler="tpe", pruner="median", seed: int = 0,
+                 direction: str = "maximize") -> optuna.Study:
+    """The Optuna study ``name`` in ``storage`` (a URL; None: ``default_storage(name)``), created,
+    or loaded if the storage already holds it: a stopped search resumes where it stopped.
+
+    ``sampler`` and ``pruner`` are names (see ``make_sampler``, ``make_pruner``) or Optuna objects;
+    a named sampler is seeded with ``seed``. A storage keeps the trials, not the sampler: each
+    process that loads the study brings its own.
+    """
+    url = default_storage(name) if storage is None else storage
+    return optuna.create_study(study_name=_check_study_name(name), storage=make_storage(url),
+                               sampler=_sampler_of(sampler, seed), pruner=_pruner_of(pruner),
+                               direction=check_choice("direction", direction, DIRECTIONS), load_if_exists=True)
+
+
+class ValidationPruning:
+    """A ``record`` callback for ``lib.train.train`` that reports each validation check to an Optuna
+    trial and ends the run when the trial's pruner says so.
+
+    ``train(..., record=ValidationPruning(trial, data))`` calls it at every check: check k
+    (k = 1, 2, ...; with ``eval_every`` = one epoch, after epoch k) reports the validation accuracy
+    as step k; the check at step 0, before any update, is not reported (every config starts at
+    chance). When ``trial.should_prune()``, it raises ``optuna.TrialPruned``, which leaves ``train``
+    and marks the trial PRUNED.
+    """
+
+    def __init__(self, trial: optuna.Trial, data: Splits):
+        if not isinstance(data, Splits):
+            raise TypeError(f"data: expected lib.data.Splits, got {type(data).__name__}")
+        self.trial, self.data, self.checks = trial, data, 0
+
+    def __call__(self, model: nn.Module) -> dict:
+        check = self.checks
+        self.checks += 1
+        if check == 0:
+            return {}
+        # train hands record the model only, so the accuracy is measured again here: the same
+        # evaluate on the same split, so it equals history.val_acc at this check
+        parameter = next(model.parameters())
+        _, val_acc = evaluate(model, *to_tensors(self.data.x_val, self.data.y_val, parameter.device, parameter.dtype))
+        self.trial.report(val_acc, check)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"validation accuracy {val_acc:.3f} at check {check}")
+        return {}
+
+
+def _check_objective_budget(space, budget: int) -> None:
+    if not isinstance(space, SearchSpace):
+        raise TypeError(f"space: expected a SearchSpace, got {type(space).__name__}")
+    check_int("budget", budget, minimum=1)
+
+
+class TrainedMLP:
+    """An Optuna objective: train the config a trial suggests from ``space`` for ``budget`` epochs,
+    the validation checks (one per epoch) handed to the trial's pruner; return the last validation
+    accuracy.
+
+    The run is ``objective``'s (an MLPObjective): its model, plain SGD with ``lr`` and
+    ``weight_decay``, its batch size and the config's seed, but trained by ``lib.train.train``, one
+    config at a time, so that the pruner can stop it between epochs. A run that diverges scores
+    chance, as in MLPObjective. It holds only numbers and arrays, so it pickles: ``run_workers``
+    sends it to worker processes.
+    """
+
+    def __init__(self, objective: MLPObjective, space: SearchSpace, budget: int):
+        if not isinstance(objective, MLPObjective):
+            raise TypeError(f"objective: expected an MLPObjective, got {type(objective).__name__}")
+        _check_objective_budget(space, budget)
+        self.objective, self.space, self.budget = objective, space, budget
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        config = suggest(trial, self.space)
+        run, data = self.objective, self.objective.data
+        seed = run.config_seed(config)
+        set_seed(seed)
+        model = mlp([data.x_train.shape[1], run.width, run.width, run.classes], norm=NORMS[run.norm])
+        optimizer = torch.optim.SGD(model.parameters(), lr=config["lr"], weight_decay=config.get("weight_decay", 0.0))
+        history = train(model, data, optimizer, epochs=self.budget, batch_size=run.batch_size,
+                        eval_every=len(data.y_train) // run.batch_size, seed=seed,
+                        record=ValidationPruning(trial, data), progress=False)
+        return 1.0 / run.classes if history.diverged else history.val_acc[-1]
+
+
+class CurveReplay:
+    """An Optuna objective made of any ``objective(config, budget) -> TrialResult``: the trial's
+    config is evaluated whole, then its curve is reported epoch by epoch (step k = epoch k) and the
+    pruner may stop it at any epoch.
+
+    The epochs the trial would have used (its budget, or the epoch it was pruned at) are stored in
+    ``trial.user_attrs["epochs"]``. Pruning saves nothing here: the curve is already paid for. This
+    is for objectives that cost nothing, such as ``TableObjective``, to measure what a pruner would
+    save, and to repeat a study many times.
+    """
+
+    def __init__(self, objective, space: SearchSpace, budget: int):
+        if not callable(objective):
+            raise TypeError(f"objective: expected a function (config, budget) -> TrialResult, "
+                            f"got {type(objective).__name__}")
+        _check_objective_budget(space, budget)
+        self.objective, self.space, self.budget = objective, space, budget
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        (result,) = evaluate_all(self.objective, [suggest(trial, self.space)], self.budget)
+        for epoch, score in enumerate(result.curve, start=1):
+            trial.report(float(score), epoch)
+            if epoch < self.budget and trial.should_prune():
+                trial.set_user_attr("epochs", epoch)
+                raise optuna.TrialPruned(f"score {score:.3f} after epoch {epoch}")
+        trial.set_user_attr("epochs", self.budget)
+        return result.score
+
+
+class TableObjective:
+    """An objective answered from a table of real learning curves: the trials of a grid search over
+    positive, log-scaled hyperparameters (``grid_search``'s result), interpolated in between.
+
+    A config between grid points gets the curve interpolated linearly in log(value) along each
+    dimension (``scipy.interpolate.RegularGridInterpolator``); outside the grid is an error. Each
+    call costs nothing, so a search can be repeated many times on curves that real runs produced.
+    A budget up to the grid's own is answered (curves are cut to it).
+    """
+
+    def __init__(self, grid: SearchResult):
+        if not isinstance(grid, SearchResult):
+            raise TypeError(f"grid: expected grid_search's SearchResult, got {type(grid).__name__}")
+        self.names = list(grid.trials[0].config)
+        axes = [np.unique([trial.config[name] for trial in grid.trials]) for name in self.names]
+        if len(grid.trials) != math.prod(len(axis) for axis in axes) or min(map(len, axes)) < 2:
+            raise ValueError("grid: expected every combination of at least 2 values per dimension (a full grid)")
+        if any(axis[0] <= 0 for axis in axes):
+            raise ValueError("grid: expected positive values only (interpolation is on a log scale)")
+        self.budget = min(trial.budget for trial in grid.trials)
+        curves = np.empty([len(axis) for axis in axes] + [self.budget])
+        for trial in grid.trials:
+            index = tuple(int(np.searchsorted(axis, trial.config[name])) for axis, name in zip(axes, self.names))
+            curves[index] = trial.curve[: self.budget]
+        self.interpolate = RegularGridInterpolator([np.log(axis) for axis in axes], curves)
+
+    def __call__(self, config: dict, budget: int) -> TrialResult:
+        check_int("budget", budget, minimum=1)
+        if budget > self.budget:
+            raise ValueError(f"budget: expected at most {self.budget} epochs (the table's), got {budget}")
+        if not isinstance(config, dict) or set(config) != set(self.names):
+            raise ValueError(f"config: expected a dict with keys {self.names}, got {config!r}")
+        point = [math.log(check_positive(f"config[{name!r}]", config[name])) for name in self.names]
+        curve = self.interpolate(point)[0][:budget]   # ValueError outside the grid
+        return TrialResult(float(curve[-1]), curve)
+
+
+def _work(study_name: str, storage: str, objective, n_trials: int, sampler: str, pruner: str, seed: int,
+          verbosity: int) -> None:
+    """One worker process: load the study and run ``n_trials`` trials of it, each marked with this process's id."""
+    optuna.logging.set_verbosity(verbosity)
+    tune_for_small_models(torch.device("cpu"))   # one torch thread per worker: the workers share the cores
+    study = create_study(study_name, storage, sampler=sampler, pruner=pruner, seed=seed)
+
+    def marked(trial: optuna.Trial) -> float:
+        trial.set_user_attr("worker_pid", os.getpid())
+        return objective(trial)
+
+    study.optimize(marked, n_trials=n_trials)
+
+
+def run_workers(study_name: str, storage: str | None, objective, n_workers: int, n_trials_each: int,
+                sampler: str = "tpe", pruner: str = "median", seed: int = 0, direction: str = "maximize") -> optuna.Study:
+    """Run ``n_workers`` processes that share the study ``study_name`` in ``storage`` (a URL; None:
+    ``default_storage(study_name)``), each running ``n_trials_each`` trials of ``objective``; return
+    the study, loaded when all are done.
+
+    Each worker opens its own connection to the database, which hands out trial numbers, so the
+    trials add up with none lost or numbered twice; each trial's ``user_attrs["worker_pid"]`` says
+    which process ran it. Worker i's sampler is seeded ``seed + i``: one seed would have them all
+    propose the same configs. The processes are started with "spawn", a fresh Python each, as on
+    another machine, so ``objective`` must pickle (a class defined in a module, such as TrainedMLP
+    or CurveReplay; not a function defined in a notebook).
+    """
+    check_choice("sampler", sampler, ("random", "tpe"))   # a grid sampler needs its grid: see make_sampler
+    check_choice("pruner", pruner, tuple(PRUNERS))
+    check_int("n_workers", n_workers, minimum=1)
+    check_int("n_trials_each", n_trials_each, minimum=1)
+    if not callable(objective):
+        raise TypeError(f"objective: expected a function trial -> score, got {type(objective).__name__}")
+    create_study(study_name, storage, sampler, pruner, seed, direction)  # before the workers, who then load it
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_work, args=(study_name, storage, objective, n_trials_each, sampler, pruner,
+                                                   seed + index, optuna.logging.get_verbosity()))
+               for index in range(n_workers)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    failed = [index for index, worker in enumerate(workers) if worker.exitcode != 0]
+    if failed:
+        raise RuntimeError(f"run_workers: worker(s) {failed} failed (exit codes "
+                           f"{[workers[index].exitcode for index in failed]}); their error is printed above")
+    return create_study(study_name, storage, sampler, pruner, seed, direction)
 
 
 # ---------------------------------------------------------------------------------------------
