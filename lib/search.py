@@ -597,8 +597,9 @@ ADVICE = {
     "bad_initialization": "fix the initialization: weights scaled for the depth and the activation (Kaiming or "
                           "Xavier), so that signals and gradients pass through the network from the first step",
     "decay_too_early": "decay the learning rate later, or by less: it was cut while the loss was still falling fast",
-    "plateau": "decay the learning rate: the loss is stuck at the noise floor of a rate that is too high to go lower",
-    "underfitting": "a bigger model or less regularization: the model cannot fit even its training data",
+    "plateau": "decay the learning rate: a constant rate's noise may hold the loss above where a lower rate "
+               "takes it (if the loss stays high after the decay, the model is the limit: see underfitting)",
+    "underfitting": "a bigger model or less regularization: the model fits its training data no better than new data",
     "overfitting": "more regularization (weight decay, dropout, augmentation) or more data; stop at the best "
                    "validation loss meanwhile",
     "train_longer": "train longer: both losses were still falling when the run ended",
@@ -656,9 +657,12 @@ class _Curves:
         whole = values[0] - values.min()
         return self.tail_drop(values) / whole if whole > 0 else 0.0
 
-    def at_step(self, values: np.ndarray, step: float) -> float:
-        """``values`` at ``step``, linearly interpolated between the records around it."""
-        return float(np.interp(step, self.steps, values))
+    def train_at(self, step: float) -> float:
+        """The training loss at ``step``, interpolated. A record's training loss averages the mini-batches
+        since the record before (record 0: the whole training set, before any update), so it stands for
+        the middle of that stretch, half a record earlier than its step."""
+        middles = np.concatenate([self.steps[:1], (self.steps[:-1] + self.steps[1:]) / 2])
+        return float(np.interp(step, middles, self.train))
 
 
 def _as_curves(history) -> _Curves:
@@ -699,8 +703,7 @@ def _bad_initialization(curves: _Curves, flat_tolerance: float = 0.02, min_flat_
     flat_until = curves.steps[below[0] - 1]
     if flat_until < min_flat_fraction * curves.steps[-1]:
         return None
-    loss_then = curves.at_step(curves.train, flat_until)
-    drop = loss_then - curves.at_step(curves.train, 2 * flat_until)
+    drop = curves.train_at(flat_until) - curves.train_at(2 * flat_until)
     if drop < min_drop * curves.start:
         return None
     return (f"The training loss stayed within {flat_tolerance:.0%} of its start value {curves.start:.3f} "
@@ -718,22 +721,22 @@ def _decay_too_early(curves: _Curves, decay_factor: float = 2.0, window_fraction
         not the fast start of every run. slowdown: the loss falls at least 3 times more slowly after
         than before. A decay at the right time does the opposite: the loss had flattened, and it drops
         at once when the rate's noise is removed.
+    The pace is read from the records, so the cut should fall on one (an epoch-wise schedule with a
+    record every epoch does): a record that averages mini-batches from both sides of the cut blurs it.
     """
     cuts = np.nonzero(curves.lr[1:] <= curves.lr[:-1] / decay_factor)[0]
     if len(cuts) == 0:
         return None
-    # the first record at the lower rate: the cut came after the record before it, and the mini-batch
-    # losses averaged into this one are partly before the cut, so the slower pace is measured from here
-    decay_step = curves.steps[cuts[0] + 1]
+    decay_step = curves.steps[cuts[0]]   # the last record at the old rate: what follows it shows the cut's effect
     window = min(window_fraction * curves.steps[-1], decay_step - curves.steps[0], curves.steps[-1] - decay_step)
     if window <= 0:
         return None
-    loss_at_decay = curves.at_step(curves.train, decay_step)
-    before = curves.at_step(curves.train, decay_step - window) - loss_at_decay
-    after = loss_at_decay - curves.at_step(curves.train, decay_step + window)
+    loss_at_decay = curves.train_at(decay_step)
+    before = curves.train_at(decay_step - window) - loss_at_decay
+    after = loss_at_decay - curves.train_at(decay_step + window)
     if before <= 0 or after * slowdown > before:
         return None
-    return (f"The rate fell from {curves.lr[cuts[0]]:.3g} to {curves.lr[cuts[0] + 1]:.3g} by step "
+    return (f"The rate fell from {curves.lr[cuts[0]]:.3g} to {curves.lr[cuts[0] + 1]:.3g} after step "
             f"{int(decay_step)} of {int(curves.steps[-1])}; the training loss fell by {before:.3f} in the "
             f"{int(window)} steps before and by {after:.3f} in the {int(window)} after.")
 
@@ -746,33 +749,25 @@ def _ends_flat_and_high(curves: _Curves, flat_share: float, high_loss: float):
     return drop, level
 
 
-def _plateau(curves: _Curves, flat_share: float = 0.04, high_loss: float = 0.5, min_drop: float = 0.1,
-             jitter: float = 0.02):
-    """Drops, then flat at a high loss under a constant rate, the weights still moving.
+def _plateau(curves: _Curves, flat_share: float = 0.04, high_loss: float = 0.5, min_drop: float = 0.1):
+    """Drops, then flat at a high loss, the rate constant all along.
 
     flat_share: the last quarter brought less than 4% of the training loss's whole drop, a sixth of
         what a steady pace brings (25%): more of the same steps would buy little. high_loss: and it
-        stays above half of its start value: a model that fits its data halves the loss of chance; one
-        that stays above it is far from what such a model reaches (other data may need another
-        fraction). min_drop: it did drop first, by at least 10% of its start value. jitter: the
-        validation loss, measured on the same examples every time, still jumps from record to record by
-        a median 2% or more: the weights move without progress, the noise floor of a rate too high.
-        A model at the limit of its capacity settles instead (``_underfitting``).
+        stays above half of its start value: a model that fits its data halves the loss of chance (other
+        data may need another fraction). min_drop: it did drop first, by at least 10% of its start value.
+    One curve cannot tell a floor set by the rate's noise from the limit of the model: both are flat
+    and high. A constant rate is the cheaper suspect, since decaying it is one run, so a run that never
+    decayed its rate is called a plateau; if the loss stays high after a decay, ``_underfitting`` says so.
     """
     flat_and_high = _ends_flat_and_high(curves, flat_share, high_loss)
-    tail_rates = curves.lr[curves.tail]
     if flat_and_high is None or curves.start - curves.train.min() < min_drop * curves.start:
         return None
-    if tail_rates.min() < tail_rates.max():            # a rate that changed is no longer the constant one to decay
-        return None
-    tail_val = curves.val[curves.tail]
-    jumps = float(np.median(np.abs(np.diff(tail_val))) / tail_val.mean())
-    if jumps < jitter:
+    if curves.lr.min() < curves.lr.max():
         return None
     drop, level = flat_and_high
-    return (f"The training loss fell from {curves.start:.3f} to {level:.3f} and then by only {drop:.3f} over the "
-            f"last quarter at a constant rate {tail_rates[-1]:.3g}, while the validation loss still jumped by a "
-            f"median {jumps:.1%} from one record to the next.")
+    return (f"The training loss fell from {curves.start:.3f} to {level:.3f} and then changed by only "
+            f"{-drop:+.3f} over the last quarter, at a rate that stayed {curves.lr[-1]:.3g} all along.")
 
 
 def _underfitting(curves: _Curves, flat_share: float = 0.04, high_loss: float = 0.5,
@@ -790,8 +785,8 @@ def _underfitting(curves: _Curves, flat_share: float = 0.04, high_loss: float = 
     gap = float(curves.val[curves.tail].mean()) - level
     if abs(gap) > gap_tolerance * level:
         return None
-    return (f"Over the last quarter the training loss stayed at {level:.3f} (it fell by {drop:.3f}, its start "
-            f"value was {curves.start:.3f}) and the validation loss was within {abs(gap):.3f} of it.")
+    return (f"Over the last quarter the training loss stayed at {level:.3f} (it changed by {-drop:+.3f}; its "
+            f"start value was {curves.start:.3f}) and the validation loss was within {abs(gap):.3f} of it.")
 
 
 def _overfitting(curves: _Curves, rise_tolerance: float = 0.05, min_train_fall: float = 0.02):
@@ -840,8 +835,8 @@ def diagnose(history: History) -> Diagnosis:
     DIAGNOSIS_RULES are tried in order, from the start of the run to its end, and the first that
     fires names it: "bad_initialization", "decay_too_early", "plateau", "underfitting",
     "overfitting", "train_longer". If none does, the run is "healthy". A run that never leaves its
-    start value matches no drop-shaped rule and is called underfitting, whatever held it back (a
-    rate too small, weights too small): check both.
+    start value is called underfitting (if its validation loss stays level with the training loss),
+    whatever held it back: the model, or a rate or weights far too small; check all three.
     """
     curves = _as_curves(history)
     evidence = _diverged(history, curves)
