@@ -921,9 +921,10 @@ def default_storage(study_name: str) -> str:
     The cache is lib.data's (``$DLBOOK_CACHE``, default ``~/.cache/dlbook``). The folder is created
     here: SQLite creates a missing database file, not a missing folder.
     """
+    _check_study_name(study_name)
     directory = _cache_dir() / "studies"
     directory.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{directory / _check_study_name(study_name)}.db"
+    return f"sqlite:///{directory / study_name}.db"
 
 
 def make_storage(storage: str) -> optuna.storages.RDBStorage:

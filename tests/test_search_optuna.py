@@ -187,6 +187,9 @@ def test_table_objective_gives_the_grid_curves_and_interpolates_in_log_space():
 
 def test_default_storage_is_a_file_in_the_book_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("DLBOOK_CACHE", str(tmp_path))
+    with pytest.raises(ValueError, match="^study_name:"):
+        default_storage("../escape")
+    assert not (tmp_path / "studies").exists()   # a bad name creates nothing
     assert default_storage("lr-search") == f"sqlite:///{tmp_path}/studies/lr-search.db"
     assert (tmp_path / "studies").is_dir()
 
@@ -277,8 +280,6 @@ def test_bad_inputs_name_their_argument(tmp_path):
     assert "secret" not in str(error.value)   # a URL's password never reaches the message
     with pytest.raises(TypeError, match="^storage:"):
         make_storage(tmp_path / "study.db")
-    with pytest.raises(ValueError, match="^study_name:"):
-        default_storage("../escape")
     with pytest.raises(ValueError, match="^direction:"):
         create_study("bad", f"sqlite:///{tmp_path}/bad.db", direction="up")
     with pytest.raises(TypeError, match="^space:"):
