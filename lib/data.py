@@ -30,7 +30,8 @@ from lib.checks import check_array, check_choice, check_int, check_probability
 MNIST1D_CLASSES = 10
 
 
-def _cache_dir() -> Path:
+def cache_dir() -> Path:
+    """The book's cache directory: ``$DLBOOK_CACHE``, default ``~/.cache/dlbook`` (data, studies)."""
     return Path(os.environ.get("DLBOOK_CACHE", Path.home() / ".cache" / "dlbook"))
 
 
@@ -46,7 +47,7 @@ def load_mnist1d(cache: bool = True) -> dict:
 
     args = get_dataset_args()
     key = hashlib.sha256(json.dumps(vars(args), sort_keys=True, default=str).encode()).hexdigest()[:16]
-    path = _cache_dir() / f"mnist1d-{key}.npz"
+    path = cache_dir() / f"mnist1d-{key}.npz"
     if cache and path.exists():
         with np.load(path) as stored:
             return {name: stored[name] for name in ("x", "y", "x_test", "y_test")}
@@ -328,7 +329,7 @@ def load_cifar10(root=None, download: bool = False) -> dict:
     The archive is read as it is, without unpacking it. If it is missing, ``download=True``
     fetches it (``download_cifar10``); otherwise a ``FileNotFoundError`` says how to get it.
     """
-    root = Path(root) if root is not None else _cache_dir()
+    root = Path(root) if root is not None else cache_dir()
     archive_path = root / CIFAR10_URL.rsplit("/", 1)[-1]
     if not archive_path.exists():
         if not download:

@@ -27,7 +27,7 @@ from scipy.interpolate import RegularGridInterpolator
 from torch import nn
 
 from lib.checks import check_array, check_choice, check_int, check_positive
-from lib.data import Splits, TensorBatches, _cache_dir, to_tensors
+from lib.data import Splits, TensorBatches, cache_dir, to_tensors
 from lib.device import set_seed, tune_for_small_models
 from lib.models import mlp
 from lib.normalization import BatchNorm
@@ -922,7 +922,7 @@ def default_storage(study_name: str) -> str:
     here: SQLite creates a missing database file, not a missing folder.
     """
     _check_study_name(study_name)
-    directory = _cache_dir() / "studies"
+    directory = cache_dir() / "studies"
     directory.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{directory / study_name}.db"
 
