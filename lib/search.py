@@ -143,8 +143,11 @@ class Categorical:
         return self._as_array([self.choices[index] for index in picks])
 
     def grid(self, n: int) -> np.ndarray:
-        """All the choices, shape (len(choices),): there is nothing between two of them, so ``n`` is ignored."""
-        check_int("n", n, minimum=1)
+        """All the choices, shape (len(choices),): there is nothing between two of them, so ``n`` is ignored.
+
+        ``n`` must still be at least 2, as for every dimension, so that one ``points`` serves a whole space.
+        """
+        check_int("n", n, minimum=2)
         return self._as_array(self.choices)
 
     @staticmethod
@@ -202,7 +205,7 @@ class SearchSpace:
         if isinstance(points, dict):
             if set(points) != set(self.dimensions):
                 raise ValueError(f"points: expected one entry per dimension {self.names}, got {sorted(points)}")
-            per_dimension = points
+            per_dimension = {name: check_int(f"points[{name!r}]", points[name], minimum=2) for name in self.dimensions}
         else:
             check_int("points", points, minimum=2)
             per_dimension = {name: points for name in self.dimensions}
@@ -213,6 +216,12 @@ class SearchSpace:
         return f"SearchSpace({self.dimensions!r})"
 
 
+def _check_configs(configs) -> list:
+    if not isinstance(configs, list) or not all(isinstance(config, dict) for config in configs):
+        raise TypeError("configs: expected a list of dicts (one config each)")
+    return configs
+
+
 class Pool:
     """A finite search space: a list of configs, drawn from WITHOUT replacement.
 
@@ -221,8 +230,7 @@ class Pool:
     """
 
     def __init__(self, configs: list):
-        if not isinstance(configs, list) or not all(isinstance(config, dict) for config in configs):
-            raise TypeError("configs: expected a list of dicts (one config each)")
+        _check_configs(configs)
         if not configs:
             raise ValueError("configs: expected at least one config, got an empty list")
         self.configs = [dict(config) for config in configs]
@@ -264,12 +272,6 @@ class TrialResult:
         self.curve = check_array("curve", np.asarray(self.curve, dtype=float), ndim=1)
         if len(self.curve) == 0 or self.curve[-1] != self.score:
             raise ValueError(f"curve: expected the score after each epoch, ending with score={self.score}")
-
-
-def _check_configs(configs) -> list:
-    if not isinstance(configs, list) or not all(isinstance(config, dict) for config in configs):
-        raise TypeError("configs: expected a list of dicts (one config each)")
-    return configs
 
 
 def evaluate_all(objective, configs: list, budget: int) -> list:
@@ -456,10 +458,9 @@ def grid_search(objective, space: SearchSpace, points, budget: int) -> SearchRes
 def random_search(objective, space, n_trials: int, budget: int, seed: int = 0) -> SearchResult:
     """``n_trials`` configs drawn from ``space`` (a SearchSpace, or a Pool: without replacement)
     with ``np.random.default_rng(seed)``, each trained for ``budget`` epochs."""
-    if not isinstance(space, (SearchSpace, Pool)):
-        raise TypeError(f"space: expected a SearchSpace or a Pool, got {type(space).__name__}")
+    rng = _check_space_and_rng(space, seed)    # shared with successive halving (below)
     check_int("n_trials", n_trials, minimum=1)
-    configs = space.sample(np.random.default_rng(check_int("seed", seed, minimum=0)), n_trials)
+    configs = space.sample(rng, n_trials)
     return SearchResult("random", _trials(configs, budget, evaluate_all(objective, configs, budget)))
 
 

@@ -268,6 +268,9 @@ def test_diverged_run_scores_chance_and_batch_norm_trains(small_data):
     (lambda: LogUniform(1e-3, 1.0).sample(0, 3), TypeError, "rng"),
     (lambda: LogUniform(1e-3, 1.0).grid(1), ValueError, "n"),
     (lambda: IntUniform(1, 3).grid(4), ValueError, "n"),
+    (lambda: Categorical(["a", "b"]).grid(1), ValueError, "n"),   # n >= 2 on every dimension, as in SearchSpace.grid
+    (lambda: SearchSpace({"lr": LogUniform(1e-3, 1.0)}).grid({"lr": 1}), ValueError, "points['lr']"),
+    (lambda: SearchSpace({"opt": Categorical(["sgd"])}).grid(1), ValueError, "points"),
     (lambda: SearchSpace({"lr": LogUniform(1e-3, 1.0)}).grid({"wd": 3}), ValueError, "points"),
     (lambda: SearchSpace({"lr": LogUniform(1e-3, 1.0)}).grid(3.0), TypeError, "points"),
     (lambda: Pool([{"lr": 0.1}]).sample(np.random.default_rng(0), 2), ValueError, "n"),
@@ -283,6 +286,7 @@ def test_diverged_run_scores_chance_and_batch_norm_trains(small_data):
     (lambda: grid_search(synthetic, Pool([{"lr": 0.1}]), 2, 1), TypeError, "space"),
     (lambda: random_search(synthetic, SearchSpace({"lr": LogUniform(1e-3, 1.0)}), 0, 1), ValueError, "n_trials"),
     (lambda: random_search(synthetic, {"lr": LogUniform(1e-3, 1.0)}, 3, 1), TypeError, "space"),
+    (lambda: random_search(synthetic, SearchSpace({"lr": LogUniform(1e-3, 1.0)}), 3, 1, seed=-1), ValueError, "seed"),
 ])
 def test_bad_arguments_name_the_argument(make, error, name):
     with pytest.raises(error, match=f"^{re.escape(name)}:"):
