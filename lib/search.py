@@ -481,17 +481,25 @@ def halving_plan(n_configs: int, min_budget: int, max_budget: int, eta: int = 3)
     """The rungs of successive halving: a list of ``(n_i, r_i)``, rung i trains n_i configs to r_i epochs.
 
     Rung i keeps ``n_i = floor(n / eta^i)`` configs (the best 1/eta of the rung before) and trains
-    them to ``r_i = r * eta^i`` epochs (r = ``min_budget``). The rungs go on while ``r_i <= R``
-    (R = ``max_budget``) and at least one config is left. Example: n = 27, r = 1, R = 27, eta = 3
-    gives [(27, 1), (9, 3), (3, 9), (1, 27)], a budget of sum n_i r_i = 4 * 27 = 108 epochs.
+    them to ``r_i = r * eta^i`` epochs (r = ``min_budget``), up to the last rung, r_k = R
+    (R = ``max_budget``). Example: n = 27, r = 1, R = 27, eta = 3 gives
+    [(27, 1), (9, 3), (3, 9), (1, 27)], a budget of sum n_i r_i = 4 * 27 = 108 epochs.
+
+    A search that never trains a config to R hands back no full-budget score, so a plan that
+    would stop short of R is an error: R must be r * eta^k, and n at least eta^k (one config left).
     """
     check_int("n_configs", n_configs, minimum=1)
     _check_halving_arguments(min_budget, max_budget, eta)
-    rungs, n_i, r_i = [], n_configs, min_budget
-    while n_i >= 1 and r_i <= max_budget:
-        rungs.append((n_i, r_i))
-        n_i, r_i = n_i // eta, r_i * eta
-    return rungs
+    last = 0                                    # k: the index of the rung that trains to R
+    while min_budget * eta**last < max_budget:
+        last += 1
+    if min_budget * eta**last != max_budget:
+        raise ValueError(f"max_budget: expected min_budget * eta^k = {min_budget} * {eta}^k, so that the last rung "
+                         f"trains to max_budget, got {max_budget}")
+    if n_configs < eta**last:
+        raise ValueError(f"n_configs: expected at least eta^{last} = {eta**last}, so that one config is left to "
+                         f"train to max_budget = {max_budget}, got {n_configs}")
+    return [(n_configs // eta**i, min_budget * eta**i) for i in range(last + 1)]
 
 
 def _ranked(trials: list) -> list:
@@ -546,7 +554,8 @@ def hyperband_plan(max_budget: int, eta: int = 3, min_budget: int = 1) -> list:
     successive halving on n = ceil((s_max + 1) / (s + 1) * eta^s) configs from r_s = R * eta^-s
     epochs up to R: the most aggressive bracket (s = s_max) starts many configs at r epochs, the
     last (s = 0) trains a few to R, as random search would. Every bracket spends about the same
-    budget. R must be divisible by eta^s_max, so that every r_s is a whole number of epochs.
+    budget. R / r must be a power of eta, R = r * eta^s_max, so that every r_s is a whole number
+    of epochs and the first bracket starts at r (else an error names the argument to change).
     For R = 81, eta = 3 the brackets are Table 1 of Li et al.: (81, 1) (27, 3) (9, 9) (3, 27) (1, 81);
     (34, 3) (11, 9) (3, 27) (1, 81); (15, 9) (5, 27) (1, 81); (8, 27) (2, 81); (5, 81).
     """
@@ -557,6 +566,9 @@ def hyperband_plan(max_budget: int, eta: int = 3, min_budget: int = 1) -> list:
     if max_budget % eta**s_max:
         raise ValueError(f"max_budget: expected a multiple of eta^s_max = {eta**s_max}, so that every bracket "
                          f"starts at a whole number of epochs, got {max_budget}")
+    if min_budget * eta**s_max != max_budget:   # else the first bracket would start above min_budget, unasked
+        raise ValueError(f"min_budget: expected max_budget / eta^s_max = {max_budget // eta**s_max}, so that the "
+                         f"first bracket starts at min_budget, got {min_budget}")
     brackets = []
     for s in range(s_max, -1, -1):
         n = -(-(s_max + 1) * eta**s // (s + 1))              # ceil((s_max + 1) / (s + 1) * eta^s), in integers

@@ -1,5 +1,6 @@
-"""Successive halving and Hyperband (lib.search): the budget arithmetic of their plans, that halving
-keeps the best config when learning curves never cross, budget accounting, seeds, bad inputs."""
+"""Successive halving and Hyperband (lib.search): the budget arithmetic of their plans (which must
+reach max_budget), that halving keeps the best config when learning curves never cross, budget
+accounting, seeds, bad inputs."""
 import numpy as np
 import pytest
 
@@ -35,13 +36,18 @@ def budget_of(rungs: list) -> int:
 @pytest.mark.parametrize("n, r, big_r, eta, rungs", [
     (27, 1, 27, 3, [(27, 1), (9, 3), (3, 9), (1, 27)]),
     (81, 1, 27, 3, [(81, 1), (27, 3), (9, 9), (3, 27)]),          # R reached with 3 configs left
-    (9, 1, 27, 3, [(9, 1), (3, 3), (1, 9)]),                       # one config left before R
     (16, 1, 8, 2, [(16, 1), (8, 2), (4, 4), (2, 8)]),
-    (10, 2, 20, 3, [(10, 2), (3, 6), (1, 18)]),                    # floors: 10 / 3 -> 3, 10 / 9 -> 1
+    (10, 2, 18, 3, [(10, 2), (3, 6), (1, 18)]),                    # floors: 10 / 3 -> 3, 10 / 9 -> 1
     (1, 5, 5, 3, [(1, 5)]),
 ])
 def test_halving_plan(n, r, big_r, eta, rungs):
     assert halving_plan(n, r, big_r, eta) == rungs
+
+
+def test_every_plan_reaches_max_budget():
+    # the last rung trains to R, whatever n >= eta^k is, so a search always hands back a full-budget score
+    for n in range(9, 60):
+        assert halving_plan(n, 2, 18, 3)[-1] == (n // 9, 18)
 
 
 def test_halving_plan_budget_of_the_textbook_example():
@@ -137,12 +143,18 @@ def test_seeds_reproduce_and_differ(search):
     (lambda: halving_plan(27, 28, 27), ValueError, "min_budget"),
     (lambda: halving_plan(27, 1, 27, eta=1), ValueError, "eta"),
     (lambda: halving_plan(27, 1, 27, eta=2.5), TypeError, "eta"),
+    (lambda: halving_plan(2, 2, 18), ValueError, "n_configs"),       # one rung of 2 epochs, then no config left
+    (lambda: halving_plan(9, 1, 27), ValueError, "n_configs"),       # the last config would stop at 9 epochs
+    (lambda: halving_plan(27, 2, 20), ValueError, "max_budget"),     # rungs at 2, 6, 18: none at 20
+    (lambda: successive_halving(NonCrossingObjective(), quality_pool(), 27, 2, 20), ValueError, "max_budget"),
     (lambda: hyperband_plan(0), ValueError, "max_budget"),
     (lambda: hyperband_plan(10, 3), ValueError, "max_budget"),      # 10 / 9 is not a whole number of epochs
     (lambda: hyperband_plan(27, 3, min_budget=30), ValueError, "min_budget"),
+    (lambda: hyperband_plan(27, 3, min_budget=2), ValueError, "min_budget"),   # would start at 27 / 9 = 3 epochs
+    (lambda: hyperband(NonCrossingObjective(), quality_pool(), 27, 3, min_budget=2), ValueError, "min_budget"),
     (lambda: successive_halving(NonCrossingObjective(), quality_pool(), 27, 1, 27, seed=-1), ValueError, "seed"),
     (lambda: hyperband(NonCrossingObjective(), quality_pool(), 27, eta=True), TypeError, "eta"),
-    (lambda: successive_halving(NonCrossingObjective(), [{"quality": 1.0}], 1, 1, 27), TypeError, "space"),
+    (lambda: successive_halving(NonCrossingObjective(), [{"quality": 1.0}], 1, 1, 1), TypeError, "space"),
     (lambda: hyperband(NonCrossingObjective(), quality_pool(), 27, seed=1.5), TypeError, "seed"),
 ])
 def test_bad_inputs_name_the_argument(call, error, name):
