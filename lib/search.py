@@ -604,6 +604,8 @@ def hyperband(objective, space, max_budget: int, eta: int = 3, min_budget: int =
 # that fails at its end, the rate before the model. The thresholds are rules of thumb, set so that each
 # shape's typical curve on MNIST-1D clears them with room to spare and its near misses do not (see
 # tests/test_search_diagnosis.py and chapters/search/02_recipe.ipynb); other data may need others.
+# Runs of those kinds naming themselves is therefore a consistency check, not a validation: a run
+# that sits near a threshold (a loss just flattening) can be named differently from one seed to the next.
 
 ADVICE = {
     "diverged": "lower the learning rate (or warm it up, or clip the gradients)",
@@ -621,6 +623,7 @@ ADVICE = {
 PATTERNS = tuple(ADVICE)
 MIN_RECORDS = 8         # the rules compare a run's start, middle and last quarter: fewer records cannot show that
 TAIL_FRACTION = 0.25    # "the end of the run": its last quarter, long enough to average a few records' noise
+FLAT_SHARE = 0.04       # a loss whose last quarter brought less of its drop than this has flattened (see _plateau)
 
 
 @dataclass(frozen=True)
@@ -762,7 +765,7 @@ def _ends_flat_and_high(curves: _Curves, flat_share: float, high_loss: float):
     return drop, level
 
 
-def _plateau(curves: _Curves, flat_share: float = 0.04, high_loss: float = 0.5, min_drop: float = 0.1):
+def _plateau(curves: _Curves, flat_share: float = FLAT_SHARE, high_loss: float = 0.5, min_drop: float = 0.1):
     """Drops, then flat at a high loss, the rate constant all along.
 
     flat_share: the last quarter brought less than 4% of the training loss's whole drop, a sixth of
@@ -783,7 +786,7 @@ def _plateau(curves: _Curves, flat_share: float = 0.04, high_loss: float = 0.5, 
             f"{-drop:+.3f} over the last quarter, at a rate that stayed {curves.lr[-1]:.3g} all along.")
 
 
-def _underfitting(curves: _Curves, flat_share: float = 0.04, high_loss: float = 0.5,
+def _underfitting(curves: _Curves, flat_share: float = FLAT_SHARE, high_loss: float = 0.5,
                   gap_tolerance: float = 0.05):
     """Flat at a high loss, with no gap between training and validation loss.
 
@@ -821,7 +824,7 @@ def _overfitting(curves: _Curves, rise_tolerance: float = 0.05, min_train_fall: 
             f"{curves.val[best] - curves.train[best]:.3f} to {val_end - train_end:.3f}.")
 
 
-def _train_longer(curves: _Curves, flat_share: float = 0.04):
+def _train_longer(curves: _Curves, flat_share: float = FLAT_SHARE):
     """Both losses still falling at the end.
 
     flat_share: as in ``_plateau``: the last quarter brought at least 4% of each loss's whole drop,
@@ -859,10 +862,18 @@ def diagnose(history: History) -> Diagnosis:
         evidence = rule(curves)
         if evidence is not None:
             return Diagnosis(pattern, ADVICE[pattern], evidence)
-    return Diagnosis("healthy", ADVICE["healthy"], "No rule fired: "
-                     f"the training loss went from {curves.start:.3f} to {curves.train[-1]:.3f} and the validation "
-                     f"loss ended at {curves.val[-1]:.3f}, without a flat start, an early decay, a plateau or a "
-                     "turn of the validation loss.")
+    return Diagnosis("healthy", ADVICE["healthy"], _healthy_evidence(curves))
+
+
+def _healthy_evidence(curves: _Curves) -> str:
+    """A run no rule named, with its numbers nearest to a threshold: the share of each loss's drop that
+    the last quarter brought, against "train longer"'s FLAT_SHARE. A run close to it may be named
+    "train_longer" on another seed: the label is a threshold's verdict, the shares are the measurement."""
+    train_share, val_share = curves.late_share(curves.train), curves.late_share(curves.val)
+    return (f"No rule fired: the training loss went from {curves.start:.3f} to {curves.train[-1]:.3f} and the "
+            f"validation loss ended at {curves.val[-1]:.3f}, without a flat start, an early decay, a plateau or a "
+            f"turn of the validation loss; the last quarter brought {train_share:.0%} of the training loss's drop "
+            f"and {val_share:.0%} of the validation loss's (train longer needs {FLAT_SHARE:.0%} of each).")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -40,6 +40,13 @@ def test_healthy_run_has_no_pattern():
     assert "2.303 to 0.300" in diagnosis.evidence
 
 
+def test_healthy_evidence_says_how_near_train_longer_it_came():
+    train = falling(0.3, 40)               # exp(-300 / 40): the last quarter brings 0% of the drop
+    diagnosis = diagnose(history(train, train + 0.2))
+    assert "brought 0% of the training loss's drop and 0% of the validation loss's" in diagnosis.evidence
+    assert "(train longer needs 4% of each)" in diagnosis.evidence
+
+
 def test_bad_initialization_flat_then_drop():
     after_flat = np.clip(STEPS - 100, 0, None)
     train = START - 1.5 * (1 - np.exp(-after_flat / 50))       # flat for 100 of 400 steps, then falls
