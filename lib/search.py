@@ -16,6 +16,7 @@ import multiprocessing
 import numbers
 import os
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -951,24 +952,37 @@ def default_storage(study_name: str) -> str:
     return f"sqlite:///{directory / study_name}.db"
 
 
-def make_storage(storage: str) -> optuna.storages.RDBStorage:
+def make_storage(storage: str, heartbeat_interval: int | None = None) -> optuna.storages.RDBStorage:
     """Optuna's database storage for the URL ``storage``: ``sqlite:///<file>`` (one machine),
     ``postgresql://user:password@host:port/database`` or the same with ``postgresql+psycopg://``
-    (a server that workers on several machines share)."""
+    (a server that workers on several machines share).
+
+    ``heartbeat_interval`` (seconds; None: off): a process running a trial writes a heartbeat
+    this often. A process killed mid-trial leaves its trial RUNNING forever; with heartbeats on,
+    the next trial any process starts finds the trial's heartbeat older than two intervals, marks
+    it FAIL and queues a retry with the same config (Optuna's RetryHeartbeatStaleTrialCallback,
+    one retry per trial). The killed process must have had them on too: its trial has no heartbeat
+    otherwise.
+    """
+    if heartbeat_interval is not None:
+        check_int("heartbeat_interval", heartbeat_interval, minimum=1)
     if not isinstance(storage, str):
         raise TypeError(f"storage: expected a database URL (str), got {type(storage).__name__}")
     if not storage.startswith(STORAGE_KINDS):
         # only the scheme is shown: the rest of a URL may hold a password
         raise ValueError(f"storage: expected a URL starting with {', '.join(STORAGE_KINDS)}, "
                          f"got one starting with {storage.split(':', 1)[0]!r}")
+    heartbeat = {} if heartbeat_interval is None else dict(
+        heartbeat_interval=heartbeat_interval,
+        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
     if storage.startswith("sqlite:///"):
         # a process waits up to 60 s (Python's default: 5 s) while another one writes, instead of
         # failing with "database is locked": SQLite lets one writer at a time in
-        return optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": {"timeout": 60}})
+        return optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": {"timeout": 60}}, **heartbeat)
     # SQLAlchemy reads a bare postgresql:// as the psycopg2 driver; the book installs psycopg 3
     url = storage.replace("postgresql://", "postgresql+psycopg://", 1)
     # pool_pre_ping: a worker that trained for an hour checks its connection before using it
-    return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+    return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, **heartbeat)
 
 
 def _sampler_of(sampler, seed: int) -> optuna.samplers.BaseSampler:
@@ -980,18 +994,25 @@ def _pruner_of(pruner) -> optuna.pruners.BasePruner:
 
 
 def create_study(name: str, storage: str | None = None, sampler="tpe", pruner="median", seed: int = 0,
-                 direction: str = "maximize") -> optuna.Study:
+                 direction: str = "maximize", heartbeat_interval: int | None = None) -> optuna.Study:
     """The Optuna study ``name`` in ``storage`` (a URL; None: ``default_storage(name)``), created,
     or loaded if the storage already holds it: a stopped search resumes where it stopped.
 
     ``sampler`` and ``pruner`` are names (see ``make_sampler``, ``make_pruner``) or Optuna objects;
     a named sampler is seeded with ``seed``. A storage keeps the trials, not the sampler: each
-    process that loads the study brings its own.
+    process that loads the study brings its own. A loaded study must have been created with the
+    same ``direction`` (Optuna itself would quietly keep the stored one). ``heartbeat_interval``:
+    see ``make_storage``; give it to every process of a study, or to none.
     """
+    check_choice("direction", direction, DIRECTIONS)
     url = default_storage(name) if storage is None else storage
-    return optuna.create_study(study_name=_check_study_name(name), storage=make_storage(url),
-                               sampler=_sampler_of(sampler, seed), pruner=_pruner_of(pruner),
-                               direction=check_choice("direction", direction, DIRECTIONS), load_if_exists=True)
+    study = optuna.create_study(study_name=_check_study_name(name), storage=make_storage(url, heartbeat_interval),
+                                sampler=_sampler_of(sampler, seed), pruner=_pruner_of(pruner),
+                                direction=direction, load_if_exists=True)
+    if study.direction.name.lower() != direction:
+        raise ValueError(f"direction: the stored study {name!r} was created to "
+                         f"{study.direction.name.lower()}, got direction={direction!r}")
+    return study
 
 
 class ValidationPruning:
@@ -1002,13 +1023,16 @@ class ValidationPruning:
     (k = 1, 2, ...; with ``eval_every`` = one epoch, after epoch k) reports the validation accuracy
     as step k; the check at step 0, before any update, is not reported (every config starts at
     chance). When ``trial.should_prune()``, it raises ``optuna.TrialPruned``, which leaves ``train``
-    and marks the trial PRUNED.
+    and marks the trial PRUNED. At ``last_check`` (the run's final check, if given) it reports but
+    never prunes: the run is paid for by then, and its result counts (as in ``CurveReplay``).
     """
 
-    def __init__(self, trial: optuna.Trial, data: Splits):
+    def __init__(self, trial: optuna.Trial, data: Splits, last_check: int | None = None):
         if not isinstance(data, Splits):
             raise TypeError(f"data: expected lib.data.Splits, got {type(data).__name__}")
-        self.trial, self.data, self.checks = trial, data, 0
+        if last_check is not None:
+            check_int("last_check", last_check, minimum=1)
+        self.trial, self.data, self.last_check, self.checks = trial, data, last_check, 0
 
     def __call__(self, model: nn.Module) -> dict:
         check = self.checks
@@ -1020,7 +1044,7 @@ class ValidationPruning:
         parameter = next(model.parameters())
         _, val_acc = evaluate(model, *to_tensors(self.data.x_val, self.data.y_val, parameter.device, parameter.dtype))
         self.trial.report(val_acc, check)
-        if self.trial.should_prune():
+        if check != self.last_check and self.trial.should_prune():
             raise optuna.TrialPruned(f"validation accuracy {val_acc:.3f} at check {check}")
         return {}
 
@@ -1058,7 +1082,7 @@ class TrainedMLP:
         optimizer = torch.optim.SGD(model.parameters(), lr=config["lr"], weight_decay=config.get("weight_decay", 0.0))
         history = train(model, data, optimizer, epochs=self.budget, batch_size=run.batch_size,
                         eval_every=len(data.y_train) // run.batch_size, seed=seed,
-                        record=ValidationPruning(trial, data), progress=False)
+                        record=ValidationPruning(trial, data, last_check=self.budget), progress=False)
         return 1.0 / run.classes if history.diverged else history.val_acc[-1]
 
 
@@ -1070,19 +1094,23 @@ class CurveReplay:
     The epochs the trial would have used (its budget, or the epoch it was pruned at) are stored in
     ``trial.user_attrs["epochs"]``. Pruning saves nothing here: the curve is already paid for. This
     is for objectives that cost nothing, such as ``TableObjective``, to measure what a pruner would
-    save, and to repeat a study many times.
+    save, and to repeat a study many times. ``seconds_per_epoch`` > 0 replays each epoch at that
+    pace (a sleep, no computing), so that workers sharing a study run their trials at the same
+    time, as they would while training.
     """
 
-    def __init__(self, objective, space: SearchSpace, budget: int):
+    def __init__(self, objective, space: SearchSpace, budget: int, seconds_per_epoch: float = 0.0):
         if not callable(objective):
             raise TypeError(f"objective: expected a function (config, budget) -> TrialResult, "
                             f"got {type(objective).__name__}")
         _check_objective_budget(space, budget)
         self.objective, self.space, self.budget = objective, space, budget
+        self.seconds_per_epoch = check_positive("seconds_per_epoch", seconds_per_epoch, allow_zero=True)
 
     def __call__(self, trial: optuna.Trial) -> float:
         (result,) = evaluate_all(self.objective, [suggest(trial, self.space)], self.budget)
         for epoch, score in enumerate(result.curve, start=1):
+            time.sleep(self.seconds_per_epoch)
             trial.report(float(score), epoch)
             if epoch < self.budget and trial.should_prune():
                 trial.set_user_attr("epochs", epoch)
@@ -1129,11 +1157,14 @@ class TableObjective:
 
 
 def _work(study_name: str, storage: str, objective, n_trials: int, sampler: str, pruner: str, seed: int,
-          verbosity: int) -> None:
+          direction: str, verbosity: int, all_ready) -> None:
     """One worker process: load the study and run ``n_trials`` trials of it, each marked with this process's id."""
     optuna.logging.set_verbosity(verbosity)
     tune_for_small_models(torch.device("cpu"))   # one torch thread per worker: the workers share the cores
-    study = create_study(study_name, storage, sampler=sampler, pruner=pruner, seed=seed)
+    study = create_study(study_name, storage, sampler=sampler, pruner=pruner, seed=seed, direction=direction)
+    # start the trials together: a fresh Python takes seconds, and a varying number of them, to import
+    # torch, so with short trials a late worker would find the other one finished
+    all_ready.wait(timeout=300)
 
     def marked(trial: optuna.Trial) -> float:
         trial.set_user_attr("worker_pid", os.getpid())
@@ -1153,7 +1184,13 @@ def run_workers(study_name: str, storage: str | None, objective, n_workers: int,
     which process ran it. Worker i's sampler is seeded ``seed + i``: one seed would have them all
     propose the same configs. The processes are started with "spawn", a fresh Python each, as on
     another machine, so ``objective`` must pickle (a class defined in a module, such as TrainedMLP
-    or CurveReplay; not a function defined in a notebook).
+    or CurveReplay; not a function defined in a notebook); they start their trials together.
+
+    SQLite lets one process write at a time, and ``make_storage`` makes the others wait for it:
+    enough for a few workers whose trials take seconds. Optuna's documentation advises against
+    SQLite for parallel optimization; its file-based alternative is
+    ``optuna.storages.JournalStorage(JournalFileBackend(path))``, and a server (PostgreSQL) is the
+    one for many machines.
     """
     check_choice("sampler", sampler, ("random", "tpe"))   # a grid sampler needs its grid: see make_sampler
     check_choice("pruner", pruner, tuple(PRUNERS))
@@ -1163,8 +1200,9 @@ def run_workers(study_name: str, storage: str | None, objective, n_workers: int,
         raise TypeError(f"objective: expected a function trial -> score, got {type(objective).__name__}")
     create_study(study_name, storage, sampler, pruner, seed, direction)  # before the workers, who then load it
     context = multiprocessing.get_context("spawn")
+    all_ready = context.Barrier(n_workers)
     workers = [context.Process(target=_work, args=(study_name, storage, objective, n_trials_each, sampler, pruner,
-                                                   seed + index, optuna.logging.get_verbosity()))
+                                                   seed + index, direction, optuna.logging.get_verbosity(), all_ready))
                for index in range(n_workers)]
     for worker in workers:
         worker.start()

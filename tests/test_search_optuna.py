@@ -1,9 +1,11 @@
 """Search at scale with Optuna (lib/search.py, the Optuna section): each dimension suggested on its
 own scale; samplers and pruners by name, a seeded TPE reproducible; the SQLite file in the book's
 cache; a study resumed from its storage continues its trial count; two worker processes on one
-study add up their trials, none lost or numbered twice; both again on a real PostgreSQL server;
-pruning wired to lib.train.train's validation checks; the interpolated table of curves; and every
-bad argument.
+study, their trials running at the same time, add up their trials, none lost or numbered twice;
+both again on a real PostgreSQL server; a worker killed mid-trial leaves its trial RUNNING until
+heartbeats mark it FAIL and retry its config; a stored study's direction is kept; pruning wired to
+lib.train.train's validation checks, never at the last check; the interpolated table of curves;
+and every bad argument.
 
 The PostgreSQL server comes from Debian's `postgresql` package (.ci/run installs it). Without the
 package these tests are skipped on a reader's machine, but fail in CI (CI=true), where they must run.
@@ -13,7 +15,10 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
+import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -57,9 +62,10 @@ def synthetic_grid() -> SearchResult:
     return SearchResult("grid", trials)
 
 
-def table_study_objective() -> CurveReplay:
-    """A picklable Optuna objective that costs nothing: the synthetic table, replayed epoch by epoch."""
-    return CurveReplay(TableObjective(synthetic_grid()), SPACE, BUDGET)
+def table_study_objective(seconds_per_epoch: float = 0.0) -> CurveReplay:
+    """A picklable Optuna objective that costs nothing: the synthetic table, replayed epoch by epoch
+    (at ``seconds_per_epoch``, so that workers' trials take time)."""
+    return CurveReplay(TableObjective(synthetic_grid()), SPACE, BUDGET, seconds_per_epoch)
 
 
 # --------------------------------------------------------------------------------------
@@ -154,6 +160,13 @@ def test_trained_mlp_is_stopped_by_its_pruner_and_otherwise_equals_mlp_objective
     stopped.optimize(TrainedMLP(objective, SPACE, budget=3), n_trials=1)
     assert stopped.trials[0].state == optuna.trial.TrialState.PRUNED
     assert list(stopped.trials[0].intermediate_values) == [1]   # stopped at its first check
+
+    # a pruner that would judge only at the last check: the run is paid for by then, so it counts
+    at_the_end = optuna.create_study(direction="maximize", sampler=make_sampler("random", seed=0),
+                                     pruner=optuna.pruners.ThresholdPruner(lower=0.99, n_warmup_steps=3))
+    at_the_end.optimize(TrainedMLP(objective, SPACE, budget=3), n_trials=1)
+    assert at_the_end.trials[0].state == optuna.trial.TrialState.COMPLETE
+    assert list(at_the_end.trials[0].intermediate_values) == [1, 2, 3]
 
     complete = optuna.create_study(direction="maximize", sampler=make_sampler("random", seed=0),
                                    pruner=make_pruner("none"))
@@ -255,13 +268,57 @@ def test_a_study_resumed_from_its_storage_continues_its_trial_count(storage_url)
 
 
 def test_two_worker_processes_share_one_study(storage_url):
-    study = run_workers("shared", storage_url, table_study_objective(), n_workers=2, n_trials_each=4,
-                        sampler="random", pruner="none")
+    study = run_workers("shared", storage_url, table_study_objective(seconds_per_epoch=0.05), n_workers=2,
+                        n_trials_each=4, sampler="random", pruner="none")
     numbers = sorted(trial.number for trial in study.trials)
     assert numbers == list(range(8))   # none lost, none numbered twice
     pids = [trial.user_attrs["worker_pid"] for trial in study.trials]
     assert len(set(pids)) == 2 and os.getpid() not in pids and all(pids.count(pid) == 4 for pid in set(pids))
     assert all(trial.state == optuna.trial.TrialState.COMPLETE for trial in study.trials)
+    # the workers really ran at the same time: some trial of one overlaps in time a trial of the other
+    assert any(one.datetime_start < other.datetime_complete and other.datetime_start < one.datetime_complete
+               for one in study.trials for other in study.trials
+               if one.user_attrs["worker_pid"] != other.user_attrs["worker_pid"])
+
+
+def test_run_workers_keeps_the_direction_and_create_study_refuses_another(tmp_path):
+    url = f"sqlite:///{tmp_path}/direction.db"
+    study = run_workers("loss", url, table_study_objective(), n_workers=1, n_trials_each=1, sampler="random",
+                        pruner="none", direction="minimize")
+    assert study.direction == optuna.study.StudyDirection.MINIMIZE and len(study.trials) == 1
+    with pytest.raises(ValueError, match="^direction: the stored study 'loss' was created to minimize"):
+        create_study("loss", url)   # maximize, the default
+
+
+# A worker that dies in the middle of a trial, as under kill -9: no exception, no cleanup. It needs
+# only Optuna (not torch), so it starts fast; heartbeats on, as create_study(heartbeat_interval=1) sets.
+KILLED_WORKER = textwrap.dedent("""
+    import os, sys, warnings
+    import optuna
+    warnings.simplefilter("ignore")
+    storage = optuna.storages.RDBStorage(sys.argv[1], heartbeat_interval=1)
+    study = optuna.load_study(study_name="crash", storage=storage, sampler=optuna.samplers.RandomSampler(seed=0))
+    def dies_mid_trial(trial):
+        trial.suggest_float("lr", 0.01, 1.0, log=True)
+        os._exit(1)
+    study.optimize(dies_mid_trial)
+""")
+
+
+def test_a_killed_worker_leaves_its_trial_running_until_a_heartbeat_fails_and_retries_it(tmp_path):
+    url = f"sqlite:///{tmp_path}/crash.db"
+    create_study("crash", url, sampler="random", pruner="none", heartbeat_interval=1)
+    assert subprocess.run([sys.executable, "-c", KILLED_WORKER, url]).returncode == 1
+    without_heartbeat = create_study("crash", url, sampler="random", pruner="none")
+    without_heartbeat.optimize(lambda trial: trial.suggest_float("lr", 0.01, 1.0, log=True), n_trials=1)
+    assert [trial.state.name for trial in without_heartbeat.trials] == ["RUNNING", "COMPLETE"]   # stuck for good
+    time.sleep(3.5)   # the last heartbeat, older than two intervals by SQLite's clock (whole seconds)
+    study = create_study("crash", url, sampler="random", pruner="none", heartbeat_interval=1)
+    study.optimize(lambda trial: trial.suggest_float("lr", 0.01, 1.0, log=True), n_trials=1)
+    killed, _, retry = study.trials
+    assert killed.state.name == "FAIL" and retry.state.name == "COMPLETE"
+    assert optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(retry) == killed.number
+    assert retry.params == killed.params   # the same config, run again
 
 
 # --------------------------------------------------------------------------------------
@@ -282,6 +339,12 @@ def test_bad_inputs_name_their_argument(tmp_path):
         make_storage(tmp_path / "study.db")
     with pytest.raises(ValueError, match="^direction:"):
         create_study("bad", f"sqlite:///{tmp_path}/bad.db", direction="up")
+    with pytest.raises(ValueError, match="^heartbeat_interval:"):
+        make_storage(f"sqlite:///{tmp_path}/bad.db", heartbeat_interval=0)
+    with pytest.raises(ValueError, match="^seconds_per_epoch:"):
+        CurveReplay(TableObjective(synthetic_grid()), SPACE, BUDGET, seconds_per_epoch=-1.0)
+    with pytest.raises(ValueError, match="^last_check:"):
+        ValidationPruning(optuna.create_study().ask(), mnist1d_splits(train_size=256), last_check=0)
     with pytest.raises(TypeError, match="^space:"):
         suggest(optuna.create_study().ask(), {"lr": LogUniform(0.1, 1.0)})
     with pytest.raises(TypeError, match="^objective:"):
