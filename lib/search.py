@@ -347,30 +347,68 @@ class MLPObjective:
         """Each config trained for ``budget`` epochs, the uncached ones as one batched run: a list of TrialResult."""
         keys = [self._key(config) for config in _check_configs(configs)]
         check_int("budget", budget, minimum=1)
-        missing = [key for key in dict.fromkeys(keys) if len(self._curves.get(key, ())) < budget]
+        missing = self._missing(keys, budget)
         if missing:
-            self._train(missing, budget)
+            _train_pairs([(self, key) for key in missing], budget)
         return [TrialResult(self._curves[key][budget - 1], self._curves[key][:budget]) for key in keys]
 
-    def _train(self, keys: list, budget: int) -> None:
-        """Train the configs ``keys`` for ``budget`` epochs in one batched run; cache their curves."""
-        seeds = [self.config_seed({"lr": lr, "weight_decay": decay}) for lr, decay in keys]
-        if len(set(seeds)) < len(seeds):  # two configs whose hashes collide: train_seeds needs distinct seeds
-            for key in keys:
-                self._train([key], budget)
-            return
-        sizes = [self.data.x_train.shape[1], self.width, self.width, self.classes]
-        _, histories = train_seeds(
-            lambda: mlp(sizes, norm=NORMS[self.norm]), self.data,
-            lambda params: SeedwiseSGD(params, [lr for lr, _ in keys], [decay for _, decay in keys]),
-            seeds, epochs=budget, batch_size=self.batch_size,
-            eval_every=len(self.data.y_train) // self.batch_size, progress=False)
-        for key, history in zip(keys, histories):
-            curve = np.full(budget, 1.0 / self.classes)  # a diverged run stops recording: chance from then on
-            after_epochs = history.val_acc[1:]           # record 0 is before the first update
-            curve[: len(after_epochs)] = after_epochs
-            self._curves[key] = curve
-        self.epochs_trained += budget * len(keys)
+    def _missing(self, keys: list, budget: int) -> list:
+        """The distinct keys among ``keys`` whose cached curve is shorter than ``budget``."""
+        return [key for key in dict.fromkeys(keys) if len(self._curves.get(key, ())) < budget]
+
+    def _setup(self) -> tuple:
+        """What a batched run shares: the data, the network and the mini-batch size (not the seed)."""
+        return id(self.data), self.width, self.norm, self.batch_size
+
+
+def _train_pairs(pairs: list, budget: int) -> None:
+    """Train each (MLPObjective, key) pair for ``budget`` epochs, all in one batched run; cache the curves.
+
+    The objectives share one setup (``_setup``); each pair trains under its own objective's seed
+    for that config, so it gets what that objective alone would train.
+    """
+    seeds = [objective.config_seed({"lr": lr, "weight_decay": decay}) for objective, (lr, decay) in pairs]
+    if len(set(seeds)) < len(seeds):  # two pairs whose hashes collide: train_seeds needs distinct seeds
+        for pair in pairs:
+            _train_pairs([pair], budget)
+        return
+    first = pairs[0][0]
+    sizes = [first.data.x_train.shape[1], first.width, first.width, first.classes]
+    _, histories = train_seeds(
+        lambda: mlp(sizes, norm=NORMS[first.norm]), first.data,
+        lambda params: SeedwiseSGD(params, [lr for _, (lr, _) in pairs], [decay for _, (_, decay) in pairs]),
+        seeds, epochs=budget, batch_size=first.batch_size,
+        eval_every=len(first.data.y_train) // first.batch_size, progress=False)
+    for (objective, key), history in zip(pairs, histories):
+        curve = np.full(budget, 1.0 / objective.classes)  # a diverged run stops recording: chance from then on
+        after_epochs = history.val_acc[1:]                # record 0 is before the first update
+        curve[: len(after_epochs)] = after_epochs
+        objective._curves[key] = curve
+        objective.epochs_trained += budget
+
+
+def evaluate_over_seeds(objectives: list, configs: list, budget: int) -> np.ndarray:
+    """The score of each config under each objective, ``(len(objectives), len(configs))``.
+
+    ``objectives`` are MLPObjectives that differ only in ``seed`` (same data, width, norm and
+    batch size). Row i is what ``objectives[i].many(configs, budget)`` gives, but every
+    (objective, config) pair not yet cached trains in ONE batched run rather than one run per
+    objective: many small runs cost more per config than one large one. Each objective's cache
+    is filled, so its later calls on these configs are free.
+    """
+    if not isinstance(objectives, (list, tuple)) or not objectives:
+        raise TypeError(f"objectives: expected a non-empty list of MLPObjective, got {objectives!r}")
+    for objective in objectives:
+        if not isinstance(objective, MLPObjective):
+            raise TypeError(f"objectives: expected MLPObjective entries, got {type(objective).__name__}")
+    if len({objective._setup() for objective in objectives}) > 1:
+        raise ValueError("objectives: expected the same data, width, norm and batch_size (only seed may differ)")
+    keys = [objectives[0]._key(config) for config in _check_configs(configs)]
+    check_int("budget", budget, minimum=1)
+    pairs = [(objective, key) for objective in dict.fromkeys(objectives) for key in objective._missing(keys, budget)]
+    if pairs:
+        _train_pairs(pairs, budget)
+    return np.array([[result.score for result in objective.many(configs, budget)] for objective in objectives])
 
 
 # --- Searches and their results ---

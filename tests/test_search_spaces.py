@@ -12,7 +12,7 @@ import pytest
 from lib.data import mnist1d_splits
 from lib.search import (
     Categorical, IntUniform, LogUniform, MLPObjective, Pool, SearchResult, SearchSpace, Trial, TrialResult,
-    Uniform, evaluate_all, grid_search, random_search,
+    Uniform, evaluate_all, evaluate_over_seeds, grid_search, random_search,
 )
 
 N_DRAWS = 20_000
@@ -240,6 +240,47 @@ def test_diverged_run_scores_chance_and_batch_norm_trains(small_data):
     np.testing.assert_array_equal(diverged.curve, [0.1, 0.1])
     with_norm = small_objective(small_data, norm="batch")({"lr": 0.5, "weight_decay": 1e-3}, 2)
     assert with_norm.score > 0.15   # above chance after 8 updates
+
+
+def test_evaluate_over_seeds_equals_each_objective_alone_and_fills_the_caches(small_data):
+    seeded = [small_objective(small_data, seed=seed) for seed in (0, 1, 2)]
+    seeded[0].many(CONFIGS[:1], 3)                            # a cached pair is not trained again
+    scores = evaluate_over_seeds(seeded, CONFIGS, 3)
+    assert scores.shape == (3, len(CONFIGS))
+    assert [objective.epochs_trained for objective in seeded] == [9, 9, 9]
+    for row, objective in zip(scores, seeded):
+        alone = small_objective(small_data, seed=objective.seed).many(CONFIGS, 3)
+        np.testing.assert_allclose(row, [result.score for result in alone], atol=1e-6)   # batched kernels: rounding only
+        assert [result.score for result in objective.many(CONFIGS, 3)] == list(row)
+    assert [objective.epochs_trained for objective in seeded] == [9, 9, 9]   # later calls are cache hits
+
+
+@pytest.mark.parametrize("options, error", [
+    ({"width": 8}, ValueError), ({"norm": "batch"}, ValueError), ({"batch_size": 32}, ValueError),
+    ({"data": "other"}, ValueError), ({"objective": "f"}, TypeError),
+])
+def test_evaluate_over_seeds_needs_objectives_that_differ_only_in_seed(small_data, options, error):
+    if "objective" in options:
+        other = options["objective"]
+    elif "data" in options:
+        other = MLPObjective(mnist1d_splits(train_size=256), width=16, batch_size=64, seed=1)   # equal, not the same
+    else:
+        other = small_objective(small_data, **{"seed": 1, **options})
+    with pytest.raises(error, match="^objectives:"):
+        evaluate_over_seeds([small_objective(small_data), other], CONFIGS, 1)
+
+
+@pytest.mark.parametrize("objectives, configs, budget, error, name", [
+    ([], CONFIGS, 1, TypeError, "objectives"),
+    (None, CONFIGS, 1, TypeError, "objectives"),
+    ("one", {"lr": 0.1}, 1, TypeError, "configs"),
+    ("one", CONFIGS, 0, ValueError, "budget"),
+    ("one", [{"weight_decay": 1e-3}], 1, ValueError, "config"),
+])
+def test_evaluate_over_seeds_bad_arguments(small_data, objectives, configs, budget, error, name):
+    objectives = [small_objective(small_data)] if objectives == "one" else objectives
+    with pytest.raises(error, match=f"^{re.escape(name)}:"):
+        evaluate_over_seeds(objectives, configs, budget)
 
 
 # --------------------------------------------------------------------------------------
