@@ -360,6 +360,10 @@ class MLPObjective:
         """What a batched run shares: the data, the network and the mini-batch size (not the seed)."""
         return id(self.data), self.width, self.norm, self.batch_size
 
+    def build_model(self) -> nn.Sequential:
+        """A fresh network of this objective: ``mlp([D, width, width, C])``, batch norm if ``norm="batch"``."""
+        return mlp([self.data.x_train.shape[1], self.width, self.width, self.classes], norm=NORMS[self.norm])
+
 
 def _train_pairs(pairs: list, budget: int) -> None:
     """Train each (MLPObjective, key) pair for ``budget`` epochs, all in one batched run; cache the curves.
@@ -373,9 +377,8 @@ def _train_pairs(pairs: list, budget: int) -> None:
             _train_pairs([pair], budget)
         return
     first = pairs[0][0]
-    sizes = [first.data.x_train.shape[1], first.width, first.width, first.classes]
     _, histories = train_seeds(
-        lambda: mlp(sizes, norm=NORMS[first.norm]), first.data,
+        first.build_model, first.data,
         lambda params: SeedwiseSGD(params, [lr for _, (lr, _) in pairs], [decay for _, (_, decay) in pairs]),
         seeds, epochs=budget, batch_size=first.batch_size,
         eval_every=len(first.data.y_train) // first.batch_size, progress=False)
@@ -1116,7 +1119,7 @@ class TrainedMLP:
         run, data = self.objective, self.objective.data
         seed = run.config_seed(config)
         set_seed(seed)
-        model = mlp([data.x_train.shape[1], run.width, run.width, run.classes], norm=NORMS[run.norm])
+        model = run.build_model()
         optimizer = torch.optim.SGD(model.parameters(), lr=config["lr"], weight_decay=config.get("weight_decay", 0.0))
         history = train(model, data, optimizer, epochs=self.budget, batch_size=run.batch_size,
                         eval_every=len(data.y_train) // run.batch_size, seed=seed,
