@@ -293,13 +293,14 @@ def test_run_workers_keeps_the_direction_and_create_study_refuses_another(tmp_pa
 # A worker that dies in the middle of a trial, as under kill -9: no exception, no cleanup. It needs
 # only Optuna (not torch), so it starts fast; heartbeats on, as create_study(heartbeat_interval=1) sets.
 KILLED_WORKER = textwrap.dedent("""
-    import os, sys, warnings
+    import os, sys, time, warnings
     import optuna
     warnings.simplefilter("ignore")
     storage = optuna.storages.RDBStorage(sys.argv[1], heartbeat_interval=1)
     study = optuna.load_study(study_name="crash", storage=storage, sampler=optuna.samplers.RandomSampler(seed=0))
     def dies_mid_trial(trial):
         trial.suggest_float("lr", 0.01, 1.0, log=True)
+        time.sleep(2)   # let the heartbeat thread record its first beat: a trial with none is never found stale
         os._exit(1)
     study.optimize(dies_mid_trial)
 """)
