@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 
 import numpy as np
 import torch
@@ -22,9 +23,23 @@ def set_seed(seed: int = 0) -> np.random.Generator:
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    _use_deterministic_algorithms()
     torch.backends.cudnn.benchmark = False
     return np.random.default_rng(seed)
+
+
+def _use_deterministic_algorithms() -> None:
+    """``torch.use_deterministic_algorithms(True, warn_only=True)``, without its import cost.
+
+    The public call also sets the flag of torch's compiler (``torch._inductor.config``), and
+    importing the compiler costs about 2.5 s of CPU, once per notebook. The book never compiles a
+    model, so unless the compiler is loaded already, only torch's own flag (the one the public
+    call sets for eager kernels) is set. Code that compiles later should call the public function.
+    """
+    if "torch._inductor.config" in sys.modules:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        torch._C._set_deterministic_algorithms(True, warn_only=True)
 
 
 def get_device(prefer: str | None = None) -> torch.device:

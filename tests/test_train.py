@@ -749,3 +749,15 @@ def test_train_rejects_a_used_early_stopping():
 def test_early_stopping_and_checkpoints_reject_bad_input(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_set_seed_turns_on_deterministic_algorithms_without_importing_the_compiler():
+    # set_seed sets torch's flag itself, to spare each notebook the ~2.5 s import of torch._inductor
+    # that the public call costs; the flag must read exactly as the public call leaves it.
+    import subprocess
+    import sys
+    code = ("import sys, torch; from lib.device import set_seed; set_seed(0); "
+            "print(torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(), "
+            "'torch._inductor' in sys.modules)")
+    printed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert printed == ["True", "True", "False"]
