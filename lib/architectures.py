@@ -698,6 +698,71 @@ def zero_init_residual(model: nn.Module) -> nn.Module:
     return model
 
 
+@dataclass
+class StageCost:
+    """One stage of a ResNet for a given input: ``stage`` is "stem", "layer1".."layer4" or "head"
+    (pooling and fc); ``blocks`` its residual blocks (0 for stem and head); ``kind`` the block's
+    class name or the stem's and head's layers; ``output_shape`` the stage's last output."""
+
+    stage: str
+    blocks: int
+    kind: str
+    output_shape: tuple
+    params: int
+    macs: int
+
+
+def _stage_name(layer_name: str) -> str:
+    """"layer2.0.conv1" -> "layer2"; the stem's conv1, bn1, relu, maxpool -> "stem"; else "head"."""
+    top = layer_name.split(".")[0]
+    if top.startswith("layer"):
+        return top
+    return "head" if top in ("avgpool", "fc") else "stem"
+
+
+def _stage_description(model: ResNet, stage: str) -> tuple[int, str]:
+    if stage.startswith("layer"):
+        blocks = getattr(model, stage)
+        return len(blocks), type(blocks[0]).__name__
+    if stage == "head":
+        return 0, "avg-pool, fc"
+    kernel, stride = model.conv1.kernel_size[0], model.conv1.stride[0]
+    pool = ", max-pool/2" if isinstance(model.maxpool, nn.MaxPool2d) else ""
+    return 0, f"{kernel}x{kernel} conv/{stride}{pool}"
+
+
+def stage_costs(model: ResNet, input_shape: tuple) -> list[StageCost]:
+    """The costs of ``layer_costs`` summed per stage of a :class:`ResNet`, in execution order."""
+    if not isinstance(model, ResNet):
+        raise TypeError(f"model: expected a ResNet, got {type(model).__name__}")
+    totals = {}  # stage -> [params, macs, output shape of its last layer]; dicts keep the order
+    for layer in layer_costs(model, input_shape):
+        entry = totals.setdefault(_stage_name(layer.name), [0, 0, None])
+        entry[0] += layer.params
+        entry[1] += layer.macs
+        entry[2] = layer.output_shape
+    return [StageCost(stage, *_stage_description(model, stage), shape, params, macs)
+            for stage, (params, macs, shape) in totals.items()]
+
+
+def stage_table(model: ResNet, input_shape: tuple) -> str:
+    """A plain-text table of :func:`stage_costs`: stage, blocks, block kind, output channels,
+    output H x W, parameters, multiply-adds and each stage's share of the multiply-adds."""
+    stages = stage_costs(model, input_shape)
+    total_macs = sum(stage.macs for stage in stages)
+    rows = [("stage", "blocks", "block", "channels", "H x W", "params", "MACs", "% MACs")]
+    for stage in stages:
+        shape = stage.output_shape
+        size = f"{shape[2]} x {shape[3]}" if len(shape) == 4 else "-"
+        rows.append((stage.stage, str(stage.blocks), stage.kind, str(shape[1]), size,
+                     _format_count(stage.params), _format_count(stage.macs),
+                     f"{100 * stage.macs / total_macs:.1f}"))
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(width) if column < 3 else cell.rjust(width)
+                               for column, (cell, width) in enumerate(zip(row, widths)))
+                     for row in rows)
+
+
 # ---------------------------------------------------------------------------------------------
 # Efficient networks: MobileNet v1, MobileNetV2, ShuffleNet V2, channel shuffle, timing
 # ---------------------------------------------------------------------------------------------
@@ -884,7 +949,8 @@ def channel_shuffle(x: np.ndarray, groups: int) -> np.ndarray:
     """ShuffleNet's channel shuffle: view the C channels as a (groups, C / groups) grid, transpose it
     and flatten, so output channel ``j * groups + g`` is input channel ``g * C / groups + j``: each
     group's channels spread over all groups. (N, C, H, W) -> (N, C, H, W)."""
-    check_array("x", x, ndim=4, float_only=False)
+    # Any dtype, and no finiteness check: a shuffle only moves values (and runs on meta tensors).
+    check_array("x", x, ndim=4, float_only=False, finite=False)
     n, c, h, w = x.shape
     groups = _check_groups(c, groups)
     return x.reshape(n, groups, c // groups, h, w).transpose(0, 2, 1, 3, 4).reshape(n, c, h, w)
@@ -892,7 +958,8 @@ def channel_shuffle(x: np.ndarray, groups: int) -> np.ndarray:
 
 def channel_shuffle_torch(x: torch.Tensor, groups: int) -> torch.Tensor:
     """:func:`channel_shuffle` on a torch tensor (differentiable). (N, C, H, W) -> (N, C, H, W)."""
-    check_array("x", x, ndim=4, float_only=False)
+    # Any dtype, and no finiteness check: a shuffle only moves values (and runs on meta tensors).
+    check_array("x", x, ndim=4, float_only=False, finite=False)
     n, c, h, w = x.shape
     groups = _check_groups(c, groups)
     return x.reshape(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
