@@ -844,11 +844,6 @@ MOBILENET_V1_BLOCKS = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)
                        (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1)]
 
 
-def _check_width(name: str, value) -> float:
-    """A width multiplier: a real number > 0 (the message names the argument)."""
-    return check_positive(name, value)
-
-
 class MobileNetV1(nn.Module):
     """MobileNet v1 (Howard et al., 2017, Table 1), every layer's channels ``int(alpha * c)``.
 
@@ -861,7 +856,7 @@ class MobileNetV1(nn.Module):
     def __init__(self, alpha: float = 1.0, num_classes: int = 1000, in_channels: int = 3,
                  small: bool = False):
         super().__init__()
-        alpha = _check_width("alpha", alpha)
+        alpha = check_positive("alpha", alpha)
         num_classes = check_int("num_classes", num_classes, minimum=1)
         in_channels = check_int("in_channels", in_channels, minimum=1)
 
@@ -937,7 +932,7 @@ class MobileNetV2(nn.Module):
     def __init__(self, width_mult: float = 1.0, num_classes: int = 1000, in_channels: int = 3,
                  small: bool = False):
         super().__init__()
-        width_mult = _check_width("width_mult", width_mult)
+        width_mult = check_positive("width_mult", width_mult)
         num_classes = check_int("num_classes", num_classes, minimum=1)
         in_channels = check_int("in_channels", in_channels, minimum=1)
         settings = list(MOBILENET_V2_SETTINGS)
