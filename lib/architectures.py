@@ -126,7 +126,8 @@ def conv2d_backward(dout: np.ndarray, cache: dict):
     check_array("dout", dout, ndim=4)
     check_shape("dout", dout, cache["out_shape"])
     x_groups, w_groups, stride, padding = cache["x_groups"], cache["w_groups"], cache["stride"], cache["padding"]
-    n, groups, _, out_height, out_width = (dout.shape[0], *w_groups.shape[:2], *dout.shape[2:])
+    n, _, out_height, out_width = dout.shape
+    groups = w_groups.shape[0]
     dout_groups = dout.reshape(n, groups, -1, out_height, out_width)     # (N, G, C_out/G, H_out, W_out)
     dx_groups = np.zeros_like(x_groups)
     dw_groups = np.zeros_like(w_groups)
