@@ -9,8 +9,8 @@ ShuffleNet V2 1×, and torchvision's VGG-16. Each is timed after warm-up passes,
 torch.cuda.synchronize() around every timed pass, and the median of the repeats is printed: ms per
 batch, images per second, and the multiply-adds per second achieved (T MAC/s). Multiply-adds come
 from lib.architectures.model_costs (conv and fc layers, counted from shapes); a training step is
-counted as 3 times the forward pass. The G MAC column is per image (the backward pass computes the gradients of both the inputs
-and the weights, each about one forward pass of work).
+counted as 3 times the forward pass (the backward pass computes the gradients of both the inputs
+and the weights, each about one forward pass of work). The G MAC column is per image.
 
 The chapter's notebook 05 shows on a CPU that multiply-adds are not time; this table shows it for
 whole networks on a GPU: compare the T MAC/s of MobileNet and ShuffleNet with ResNet's and VGG's.
