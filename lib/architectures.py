@@ -18,7 +18,10 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from lib.checks import check_array, check_choice, check_int, check_positive, check_shape
+from lib.data import Splits
+from lib.device import set_seed
 from lib.notebook import best_seconds
+from lib.train import train
 
 # ---------------------------------------------------------------------------------------------
 # NumPy reference: convolution, the residual block
@@ -1103,3 +1106,118 @@ def forward_seconds(module: nn.Module, x: torch.Tensor, repeats: int = 5) -> flo
 # ---------------------------------------------------------------------------------------------
 # Architecture search in miniature
 # ---------------------------------------------------------------------------------------------
+# A candidate is a small network for 8×8 digits: a 3×3 stem convolution at ``width`` channels,
+# two stages of ``depth`` blocks of one kind (``width`` channels at 8×8, then ``2 * width`` at
+# 4×4, the second stage's first block halving the resolution), global average pooling and one
+# fully connected layer. The search space is the block kind, the depth and the width; everything
+# else (stem, stages, training recipe) is fixed, so a search compares architectures only.
+SEARCH_BLOCKS = ("plain", "basic", "bottleneck", "separable", "inverted")
+SEARCH_KEYS = ("block", "depth", "width")
+INVERTED_EXPANSION = 6  # MobileNetV2's expansion factor t (Sandler et al., Table 2)
+
+
+def _check_candidate_config(config) -> tuple[str, int, int]:
+    """``config``'s block, depth and width, checked; every message names the key at fault."""
+    if not isinstance(config, dict):
+        raise TypeError(f"config: expected a dict with keys {SEARCH_KEYS}, got {type(config).__name__}")
+    missing = [key for key in SEARCH_KEYS if key not in config]
+    unknown = sorted(set(config) - set(SEARCH_KEYS))
+    if missing or unknown:
+        raise ValueError(f"config: expected the keys {SEARCH_KEYS}, missing {missing}, unknown {unknown}")
+    return (check_choice("config['block']", config["block"], SEARCH_BLOCKS),
+            check_int("config['depth']", config["depth"], minimum=1),
+            check_int("config['width']", config["width"], minimum=1))
+
+
+def _candidate_block(block: str, in_channels: int, channels: int, stride: int) -> tuple[nn.Module, int]:
+    """One block of kind ``block`` for a stage of ``channels`` channels, and its output channels.
+
+    The bottleneck follows ResNet-50's convention: its 3×3 works at ``channels`` and its output
+    is 4 times wider, as ResNet-50's stages are 4 times wider than ResNet-34's.
+    """
+    if block == "plain":
+        return BasicBlock(in_channels, channels, stride, shortcut=False), channels
+    if block == "basic":
+        return BasicBlock(in_channels, channels, stride), channels
+    if block == "bottleneck":
+        return Bottleneck(in_channels, channels, stride), channels * Bottleneck.expansion
+    if block == "separable":
+        return DepthwiseSeparable(in_channels, channels, stride), channels
+    return InvertedResidual(in_channels, channels, stride, INVERTED_EXPANSION), channels
+
+
+def candidate_network(config: dict, in_channels: int = 1, num_classes: int = 10) -> nn.Sequential:
+    """The network of one search config, e.g. ``{"block": "basic", "depth": 2, "width": 8}``:
+    (N, in_channels, H, W) -> (N, num_classes) logits, with PyTorch's default initialization.
+
+    Its ``2 * depth`` blocks are the chapter's own: ``BasicBlock`` with ``shortcut=False``
+    ("plain") or True ("basic"), ``Bottleneck``, ``DepthwiseSeparable`` (MobileNet v1) and
+    ``InvertedResidual`` (MobileNetV2, expansion 6).
+    """
+    block, depth, width = _check_candidate_config(config)
+    in_channels = check_int("in_channels", in_channels, minimum=1)
+    num_classes = check_int("num_classes", num_classes, minimum=1)
+    layers = [nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+    channels = width
+    for stage_channels, first_stride in ((width, 1), (2 * width, 2)):
+        for index in range(depth):
+            module, channels = _candidate_block(block, channels, stage_channels, first_stride if index == 0 else 1)
+            layers.append(module)
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes)]
+    return nn.Sequential(*layers)
+
+
+def candidate_costs(config: dict, image_size: int = 8) -> Costs:
+    """Parameters, multiply-adds and activations of ``candidate_network(config)`` for one
+    one-channel image of ``image_size × image_size`` (an 8×8 digit by default), as ``model_costs``
+    counts them."""
+    image_size = check_int("image_size", image_size, minimum=1)
+    return model_costs(candidate_network(config), (1, 1, image_size, image_size))
+
+
+def train_candidate(config: dict, budget: int, data: Splits, seed: int = 0, lr: float = 0.01,
+                    batch_size: int = 32) -> tuple[float, np.ndarray]:
+    """Train ``candidate_network(config)`` on ``data`` (images (N, C, H, W)) for ``budget`` epochs
+    with Adam at rate ``lr``; return ``(score, curve)``: the validation accuracy after the last
+    epoch, and after each epoch, shape (budget,), so that ``curve[-1] == score``.
+
+    ``seed`` sets the initialization and the mini-batch order: the same config, budget and seed
+    give the same numbers. A run whose loss diverges scores chance, 1 / classes, from then on.
+    This is what an objective ``(config, budget) -> TrialResult`` of ``lib.search`` needs.
+    """
+    _check_candidate_config(config)
+    budget = check_int("budget", budget, minimum=1)
+    if not isinstance(data, Splits):
+        raise TypeError(f"data: expected lib.data.Splits, got {type(data).__name__}")
+    check_int("seed", seed, minimum=0)
+    check_positive("lr", lr)
+    if check_int("batch_size", batch_size, minimum=1) > len(data.y_train):
+        raise ValueError(f"batch_size: expected at most {len(data.y_train)} (the training images), got {batch_size}")
+    classes = int(data.y_train.max()) + 1
+    set_seed(seed)
+    model = candidate_network(config, in_channels=data.x_train.shape[1], num_classes=classes)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    steps_per_epoch = len(data.y_train) // batch_size
+    history = train(model, data, optimizer, epochs=budget, batch_size=batch_size, eval_every=steps_per_epoch,
+                    seed=seed, progress=False)
+    curve = np.full(budget, 1.0 / classes)  # a diverged run stops recording: chance from then on
+    after_epochs = history.val_acc[1:]      # record 0 is before the first update
+    curve[: len(after_epochs)] = after_epochs
+    return float(curve[-1]), curve
+
+
+def pareto_front(costs, scores) -> np.ndarray:
+    """The indices of the candidates that no other candidate beats on both counts, by increasing cost.
+
+    ``costs`` (n,) (lower is better, e.g. multiply-adds) and ``scores`` (n,) (higher is better,
+    e.g. validation accuracy). Candidate i is dominated when some j costs no more and scores no
+    less, and is strictly better in one of the two; the front is every candidate not dominated.
+    """
+    costs = check_array("costs", np.asarray(costs, dtype=float), ndim=1)
+    scores = check_array("scores", np.asarray(scores, dtype=float), ndim=1)
+    check_shape("scores", scores, costs.shape)
+    no_worse = (costs[None, :] <= costs[:, None]) & (scores[None, :] >= scores[:, None])  # [i, j]: j no worse than i
+    better = (costs[None, :] < costs[:, None]) | (scores[None, :] > scores[:, None])
+    dominated = (no_worse & better).any(axis=1)
+    front = np.flatnonzero(~dominated)
+    return front[np.argsort(costs[front], kind="stable")]
