@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,11 +18,11 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from lib.checks import check_array, check_choice, check_int, check_positive, check_shape
-from lib.data import Splits
+from lib.checks import check_array, check_choice, check_int, check_positive, check_probability, check_shape
+from lib.data import Splits, to_tensors
 from lib.device import set_seed
 from lib.notebook import best_seconds
-from lib.train import train
+from lib.train import evaluate, train, train_seeds
 
 # ---------------------------------------------------------------------------------------------
 # NumPy reference: convolution, the residual block
@@ -1101,6 +1102,152 @@ def forward_seconds(module: nn.Module, x: torch.Tensor, repeats: int = 5) -> flo
 # ---------------------------------------------------------------------------------------------
 # Plain and residual stacks: the degradation experiment
 # ---------------------------------------------------------------------------------------------
+# He et al.'s CIFAR-10 networks (2016, Sec. 4.2), for 8×8 digits: a 3×3 stem convolution, three
+# stages of n basic blocks at width, 2·width and 4·width channels on 8×8, 4×4 and 2×2 pixels,
+# global average pooling and one fully connected layer: 1 + 6n + 1 = 6n + 2 weighted layers.
+# The plain net is the same stack with shortcut=False. Where the residual net changes shape it
+# uses the 1×1 projection (option B; on CIFAR He et al. used option A, zero padding, which adds
+# no parameters): two small extra layers that the depth, as in the paper, does not count.
+DEGRADATION_KINDS = ("plain", "residual")
+ERROR_MEASURES = ("train", "val", "train_batches")
+
+
+def _check_depth(depth) -> int:
+    depth = check_int("depth", depth)
+    if depth < 8 or (depth - 2) % 6:
+        raise ValueError(f"depth: expected 6n + 2 with n >= 1 (8, 14, 20, 26, 32, ...), got {depth}")
+    return depth
+
+
+def plain_or_residual_net(depth: int, shortcut: bool, width: int = 16, in_channels: int = 1,
+                          num_classes: int = 10) -> nn.Sequential:
+    """He et al.'s plain (``shortcut=False``) or residual CIFAR network of ``depth = 6n + 2``
+    layers: (N, in_channels, H, W) -> (N, num_classes) logits; on 8×8 digits its three stages
+    work on 8×8, 4×4 and 2×2 pixels. He-initialized, as torchvision's ResNet.
+
+    Children: conv1, bn1, relu (the stem), layer1..layer3 (n ``BasicBlock`` each), avgpool,
+    flatten, fc. ``weighted_layers`` lists the ``depth`` layers that the name counts.
+    """
+    n = (_check_depth(depth) - 2) // 6
+    if not isinstance(shortcut, bool):   # check_choice would let 1 and 0 pass as True and False
+        raise TypeError(f"shortcut: expected True or False, got {shortcut!r}")
+    check_int("width", width, minimum=1)
+    check_int("in_channels", in_channels, minimum=1)
+    check_int("num_classes", num_classes, minimum=1)
+    blocks = {"shortcut": shortcut}
+    model = nn.Sequential(OrderedDict(
+        conv1=nn.Conv2d(in_channels, width, 3, padding=1, bias=False),
+        bn1=nn.BatchNorm2d(width),
+        relu=nn.ReLU(),
+        layer1=_stage(BasicBlock, width, width, n, 1, blocks),
+        layer2=_stage(BasicBlock, width, 2 * width, n, 2, blocks),   # channels double as the pixels quarter
+        layer3=_stage(BasicBlock, 2 * width, 4 * width, n, 2, blocks),
+        avgpool=nn.AdaptiveAvgPool2d(1),
+        flatten=nn.Flatten(),
+        fc=nn.Linear(4 * width, num_classes),
+    ))
+    return torchvision_init(model)
+
+
+def weighted_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The layers that a network's depth counts, in order, as (name, module): every convolution
+    and fully connected layer except the 1×1 projections on the shortcuts (``downsample``), as
+    He et al. count them. ``plain_or_residual_net(depth, ...)`` has ``depth`` of them."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    return [(name, module) for name, module in model.named_modules()
+            if isinstance(module, (nn.Conv2d, nn.Linear)) and "downsample" not in name.split(".")]
+
+
+def _gradient_norm_logger(model: nn.Module):
+    """An ``on_step`` for ``train``: after each backward, the norm of every weighted layer's
+    weight gradient, as {"gradient_norms": array (depth,)}."""
+    weights = [module.weight for _, module in weighted_layers(model)]
+
+    def log(step, loss, model):
+        return {"gradient_norms": torch.stack([weight.grad.norm() for weight in weights]).numpy()}
+
+    return log
+
+
+def _check_list(name: str, values, kind: str) -> list:
+    if not isinstance(values, (list, tuple, range)) or len(values) == 0:
+        raise TypeError(f"{name}: expected a non-empty list of {kind}, got {values!r}")
+    return list(values)
+
+
+def train_plain_and_residual(data: Splits, depths, seeds, steps: int, width: int = 8, lr: float = 0.1,
+                             lr_drop_at: int | None = None, momentum: float = 0.9, weight_decay: float = 1e-4,
+                             batch_size: int = 64, eval_every: int = 25, progress: bool = False) -> dict[str, list]:
+    """Train the plain and the residual net of every depth once per seed, all with one recipe: SGD
+    with momentum and weight decay, as He et al., at rate ``lr`` for ``steps`` updates, divided
+    by 10 from update ``lr_drop_at`` on if given (He et al. divide it at 32k and 48k of 64k).
+
+    Returns ``{"plain-8": [one History per seed], "residual-8": [...], ...}`` with what
+    ``lib.train.train`` records, and: ``extra["train_error"]``, the error on the whole training
+    split in eval mode (batch norm with its running statistics: the network that would be
+    deployed) at every record; ``step_extra["gradient_norms"]``, one array (depth,) per update:
+    each weighted layer's gradient norm, in ``weighted_layers`` order.
+
+    Seeds run one after another with ``train``: batched with ``train_seeds`` (vmap) these small
+    convolutions ran no faster on a CPU, and ``train`` lets ``on_step`` read each update's gradients.
+    """
+    if not isinstance(data, Splits):
+        raise TypeError(f"data: expected lib.data.Splits, got {type(data).__name__}")
+    depths = [_check_depth(depth) for depth in _check_list("depths", depths, "depths 6n + 2")]
+    seeds = [check_int("seeds", seed, minimum=0) for seed in _check_list("seeds", seeds, "seeds")]
+    check_int("steps", steps, minimum=1)
+    check_positive("lr", lr)
+    if lr_drop_at is not None:
+        check_int("lr_drop_at", lr_drop_at, minimum=0)
+    check_probability("momentum", momentum, closed_right=False)
+    check_positive("weight_decay", weight_decay, allow_zero=True)
+    train_split = to_tensors(data.x_train, data.y_train)
+
+    def record(model):   # train calls it in eval mode, without gradients
+        return {"train_error": 1.0 - evaluate(model, *train_split)[1]}
+
+    def schedule(update):
+        return lr if lr_drop_at is None or update < lr_drop_at else lr / 10
+
+    runs = {}
+    for depth in depths:
+        for kind in DEGRADATION_KINDS:
+            runs[f"{kind}-{depth}"] = []
+            for seed in seeds:
+                set_seed(seed)   # the initialization; train's seed fixes the mini-batch order
+                model = plain_or_residual_net(depth, kind == "residual", width, data.x_train.shape[1],
+                                              int(data.y_train.max()) + 1)
+                optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+                runs[f"{kind}-{depth}"].append(train(
+                    model, data, optimizer, steps=steps, batch_size=batch_size, eval_every=eval_every, seed=seed,
+                    record=record, schedule=schedule, on_step=_gradient_norm_logger(model), progress=progress,
+                    description=f"{kind}-{depth}, seed {seed}"))
+    return runs
+
+
+def errors_over_seeds(histories: list, measure: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """The error curves of k seeds of one ``train_plain_and_residual`` net: (steps (T,), errors (k, T)).
+
+    ``measure``: "train", on the whole training split in eval mode (``extra["train_error"]``);
+    "val", on the validation split in eval mode; "train_batches", on the mini-batches since the
+    previous record, in training mode (batch norm with each batch's own statistics), as they
+    went by (at step 0, the whole training split in eval mode).
+    """
+    histories = _check_list("histories", histories, "History")
+    check_choice("measure", measure, ERROR_MEASURES)
+    if measure == "train":
+        errors = [history.extra["train_error"] for history in histories]
+    else:
+        errors = [1.0 - np.asarray(history.val_acc if measure == "val" else history.train_acc)
+                  for history in histories]
+    return np.asarray(histories[0].steps), np.array(errors, dtype=float)
+
+
+def gradient_norms_over_seeds(histories: list) -> np.ndarray:
+    """Each update's gradient norm of each weighted layer, for k seeds: (k, updates, depth)."""
+    histories = _check_list("histories", histories, "History")
+    return np.array([np.stack(history.step_extra["gradient_norms"]) for history in histories])
 
 
 # ---------------------------------------------------------------------------------------------
