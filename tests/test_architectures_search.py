@@ -18,6 +18,15 @@ BLOCK_CLASSES = {"plain": BasicBlock, "basic": BasicBlock, "bottleneck": Bottlen
                  "separable": DepthwiseSeparable, "inverted": InvertedResidual}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """The book's small networks train faster on one thread (lib.device.tune_for_small_models); restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def small_digits():
     return digits_splits(train_size=64, val_size=64)
