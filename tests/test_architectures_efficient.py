@@ -16,14 +16,7 @@ from lib.architectures import (
 IMAGENET = (1, 3, 224, 224)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Small convolutions gain nothing from threads, and on a busy machine threads waiting for
-    # each other made these forward passes a hundred times slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # tests/conftest.py
 
 
 def costs_on_meta(build, input_shape=IMAGENET):

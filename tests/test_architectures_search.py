@@ -18,13 +18,7 @@ BLOCK_CLASSES = {"plain": BasicBlock, "basic": BasicBlock, "bottleneck": Bottlen
                  "separable": DepthwiseSeparable, "inverted": InvertedResidual}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The book's small networks train faster on one thread (lib.device.tune_for_small_models); restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

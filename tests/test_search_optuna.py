@@ -38,13 +38,7 @@ from lib.train import train
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The book's small networks train faster on one thread (lib.device.tune_for_small_models); restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # tests/conftest.py
 
 SPACE = SearchSpace({"lr": LogUniform(0.01, 1.0), "weight_decay": LogUniform(1e-5, 1e-3)})
 BUDGET = 4
