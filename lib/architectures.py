@@ -1171,8 +1171,10 @@ def _gradient_norm_logger(model: nn.Module):
 
 
 def _check_list(name: str, values, kind: str) -> list:
-    if not isinstance(values, (list, tuple, range)) or len(values) == 0:
-        raise TypeError(f"{name}: expected a non-empty list of {kind}, got {values!r}")
+    if not isinstance(values, (list, tuple, range)):
+        raise TypeError(f"{name}: expected a list of {kind}, got {type(values).__name__}")
+    if len(values) == 0:
+        raise ValueError(f"{name}: expected a non-empty list of {kind}, got none")
     return list(values)
 
 

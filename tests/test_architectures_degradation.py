@@ -117,17 +117,17 @@ def test_a_depth_not_6n_plus_2_raises_naming_depth(depth):
     (lambda: weighted_layers("net"), TypeError, "^model: expected a torch.nn.Module"),
     (lambda: train_plain_and_residual("data", [8], [0], 2), TypeError, "^data: expected lib.data.Splits"),
     (lambda: train_plain_and_residual(digits_splits(), [8, 10], [0], 2), ValueError, "^depth: expected 6n"),
-    (lambda: train_plain_and_residual(digits_splits(), 8, [0], 2), TypeError, "^depths: expected a non-empty list"),
-    (lambda: train_plain_and_residual(digits_splits(), [8], [], 2), TypeError, "^seeds: expected a non-empty list"),
+    (lambda: train_plain_and_residual(digits_splits(), 8, [0], 2), TypeError, "^depths: expected a list of depths"),
+    (lambda: train_plain_and_residual(digits_splits(), [8], [], 2), ValueError, "^seeds: expected a non-empty list"),
     (lambda: train_plain_and_residual(digits_splits(), [8], [0], 0), ValueError, "^steps: expected an integer >= 1"),
     (lambda: train_plain_and_residual(digits_splits(), [8], [0], 2, lr=0), ValueError, "^lr: expected a finite"),
     (lambda: train_plain_and_residual(digits_splits(), [8], [0], 2, momentum=1.0), ValueError, "^momentum"),
     (lambda: train_plain_and_residual(digits_splits(), [8], [0], 2, weight_decay=-1.0), ValueError,
      "^weight_decay"),
     (lambda: train_plain_and_residual(digits_splits(), [8], [0], 2, lr_drop_at=-1), ValueError, "^lr_drop_at"),
-    (lambda: errors_over_seeds([], "train"), TypeError, "^histories: expected a non-empty list"),
+    (lambda: errors_over_seeds([], "train"), ValueError, "^histories: expected a non-empty list"),
     (lambda: errors_over_seeds([object()], "test"), ValueError, "^measure: expected one of"),
-    (lambda: gradient_norms_over_seeds(None), TypeError, "^histories"),
+    (lambda: gradient_norms_over_seeds(None), TypeError, "^histories: expected a list of History"),
 ])
 def test_bad_arguments_raise_errors_that_name_them(call, error, message):
     with pytest.raises(error, match=message):
