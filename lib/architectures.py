@@ -448,11 +448,17 @@ def _projection(in_channels: int, out_channels: int, stride: int) -> nn.Sequenti
     return nn.Sequential(_conv1x1(in_channels, out_channels, stride), nn.BatchNorm2d(out_channels))
 
 
+def _check_flag(name: str, value) -> bool:
+    if not isinstance(value, bool):  # check_choice would let 1 and 0 pass as True and False
+        raise TypeError(f"{name}: expected True or False, got {value!r}")
+    return value
+
+
 def _check_block(in_channels, channels, stride, shortcut=True) -> None:
     check_int("in_channels", in_channels, minimum=1)
     check_int("channels", channels, minimum=1)
     check_int("stride", stride, minimum=1)
-    check_choice("shortcut", shortcut, (True, False))
+    _check_flag("shortcut", shortcut)
 
 
 class BasicBlock(nn.Module):
@@ -472,8 +478,10 @@ class BasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(channels)
         self.conv2 = _conv3x3(channels, channels)
         self.bn2 = nn.BatchNorm2d(channels)
-        # Not in place: the same module serves every ReLU of the block, and in place it would
-        # overwrite tensors that the shortcut still needs in the pre-activation block below.
+        # One ReLU module serves both places; it holds no state. Not in place, unlike torchvision's:
+        # outputs and gradients are the same either way (0.0 difference, measured in float64), but in
+        # place it would overwrite bn1's output, which a forward hook that records activations
+        # would then see rectified.
         self.relu = nn.ReLU()
         self.shortcut = shortcut
         self.downsample = _projection(in_channels, channels, stride) if shortcut else None
@@ -506,24 +514,29 @@ class Bottleneck(nn.Module):
     ``4 * channels``; with ``groups > 1`` the 3x3 is grouped and this is ResNeXt's block (Xie et
     al. 2017, Fig. 3c).
 
+    ``stride_in_1x1=False`` puts the stride in the 3x3, as torchvision does ("ResNet v1.5");
+    ``True`` puts it in the first 1x1, as the paper did ("v1"). The layers and their parameters
+    are the same; only where the resolution halves differs.
+
     (N, in_channels, H, W) -> (N, 4 * channels, ceil(H / stride), ceil(W / stride)).
     """
 
     expansion = 4
 
     def __init__(self, in_channels: int, channels: int, stride: int = 1, groups: int = 1,
-                 width_per_group: int = 64, shortcut: bool = True):
+                 width_per_group: int = 64, shortcut: bool = True, stride_in_1x1: bool = False):
         super().__init__()
         _check_block(in_channels, channels, stride, shortcut)
+        _check_flag("stride_in_1x1", stride_in_1x1)
         width = _bottleneck_width(channels, groups, width_per_group)
         out_channels = channels * self.expansion
-        self.conv1 = _conv1x1(in_channels, width)  # reduce: the 3x3 then works on few channels
+        # v1's strided 1x1 skips 3 of 4 pixels unseen; v1.5's 3x3 reads them all but runs at the
+        # higher resolution in each stage's first block: ResNet-50 costs 4.1 G multiply-adds
+        # instead of 3.8 G.
+        stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
+        self.conv1 = _conv1x1(in_channels, width, stride_1x1)  # reduce: the 3x3 then sees few channels
         self.bn1 = nn.BatchNorm2d(width)
-        # The stride sits in the 3x3, as in torchvision ("ResNet v1.5"); the paper put it in the
-        # first 1x1, which then skips 3 of 4 pixels unseen. Here the 3x3 runs at full resolution
-        # in each stage's first block: ResNet-50 costs 4.1 G multiply-adds instead of 3.8 G, for
-        # about half a point of top-1 accuracy (NVIDIA's measurement, cited by torchvision).
-        self.conv2 = _conv3x3(width, width, stride, groups)
+        self.conv2 = _conv3x3(width, width, stride_3x3, groups)
         self.bn2 = nn.BatchNorm2d(width)
         self.conv3 = _conv1x1(width, out_channels)  # expand back to the stage's width
         self.bn3 = nn.BatchNorm2d(out_channels)
@@ -613,48 +626,54 @@ def _stage(block: type, in_channels: int, channels: int, num_blocks: int, stride
     return nn.Sequential(*blocks)
 
 
-def _block_options(block: type, groups: int, width_per_group: int) -> dict:
+def _block_options(block: type, groups: int, width_per_group: int, stride_in_1x1: bool) -> dict:
     check_choice("block", block, (BasicBlock, Bottleneck))
+    _check_flag("stride_in_1x1", stride_in_1x1)
     if block is Bottleneck:
-        return {"groups": groups, "width_per_group": width_per_group}
+        return {"groups": groups, "width_per_group": width_per_group, "stride_in_1x1": stride_in_1x1}
     if groups != 1 or width_per_group != 64:  # as torchvision: the basic block has one path
         raise ValueError(f"groups: BasicBlock takes groups=1 and width_per_group=64, "
                          f"got {groups} and {width_per_group}")
+    if stride_in_1x1:  # the basic block has no 1x1 convolution to put it in
+        raise ValueError("stride_in_1x1: BasicBlock has no 1x1 convolution; expected False")
     return {}
 
 
 class ResNet(nn.Module):
     """He et al.'s ResNet (torchvision's definition; ResNeXt with ``groups > 1``): a stem, four
-    stages of ``layers[i]`` blocks at ``base_width * (1, 2, 4, 8)`` channels (times the block's
+    stages of ``layers[i]`` blocks at ``stem_width * (1, 2, 4, 8)`` channels (times the block's
     expansion), each stage after the first halving the resolution, then global average pooling
-    and one fully connected layer.
+    and one fully connected layer. ``stem_width`` (64) is the stem's and the first stage's
+    channels; torchvision's ``base_width`` is another thing, this class's ``width_per_group``.
+    ``stride_in_1x1`` (bottleneck only): see :class:`Bottleneck`.
 
     ``small=True`` builds the 8x8-digits version from the same code: a 3x3 stride-1 stem, no
     max-pool (stages at 8, 4, 2, 1 pixels). (N, in_channels, H, W) -> (N, num_classes) logits.
     """
 
     def __init__(self, block: type, layers: list[int], num_classes: int = 1000, in_channels: int = 3,
-                 groups: int = 1, width_per_group: int = 64, small: bool = False, base_width: int = 64):
+                 groups: int = 1, width_per_group: int = 64, small: bool = False, stem_width: int = 64,
+                 stride_in_1x1: bool = False):
         super().__init__()
-        block_options = _block_options(block, groups, width_per_group)
+        block_options = _block_options(block, groups, width_per_group, stride_in_1x1)
         if not isinstance(layers, (list, tuple)) or len(layers) != 4:
             raise ValueError(f"layers: expected a list of 4 block counts, got {layers!r}")
         for count in layers:
             check_int("layers", count, minimum=1)
         check_int("num_classes", num_classes, minimum=1)
         check_int("in_channels", in_channels, minimum=1)
-        check_int("base_width", base_width, minimum=1)
-        check_choice("small", small, (True, False))
+        check_int("stem_width", stem_width, minimum=1)
+        _check_flag("small", small)
 
-        self.conv1, maxpool = _stem(in_channels, base_width, small)
-        self.bn1 = nn.BatchNorm2d(base_width)
+        self.conv1, maxpool = _stem(in_channels, stem_width, small)
+        self.bn1 = nn.BatchNorm2d(stem_width)
         self.relu = nn.ReLU()
         self.maxpool = maxpool
-        stages, channels_in = [], base_width
+        stages, channels_in = [], stem_width
         for index, num_blocks in enumerate(layers):
             # VGG's rule: channels double where the resolution halves, so each stage costs
             # about the same multiply-adds. The stem's pooling already halved before stage 1.
-            channels = base_width * 2 ** index
+            channels = stem_width * 2 ** index
             stride = 1 if index == 0 else 2
             stages.append(_stage(block, channels_in, channels, num_blocks, stride, block_options))
             channels_in = channels * block.expansion
@@ -689,7 +708,8 @@ _RESNET_LAYOUTS = {
 
 def resnet(depth: int, num_classes: int = 1000, **kwargs) -> ResNet:
     """ResNet-``depth`` for depth in 18, 34, 50, 101, 152 (He et al. 2016, Table 1); ``kwargs``
-    go to :class:`ResNet` (``in_channels``, ``small``, ``base_width``, ...)."""
+    go to :class:`ResNet` (``in_channels``, ``small``, ``stem_width``,
+    ``stride_in_1x1``, ...)."""
     check_choice("depth", depth, tuple(_RESNET_LAYOUTS))
     block, layers = _RESNET_LAYOUTS[depth]
     return ResNet(block, layers, num_classes=num_classes, **kwargs)

@@ -120,7 +120,7 @@ def test_zero_initialized_branch(training):
 
 
 def test_zero_init_residual_zeroes_every_last_bn_and_leaves_plain_blocks():
-    model = zero_init_residual(resnet(50, num_classes=10, in_channels=1, small=True, base_width=8))
+    model = zero_init_residual(resnet(50, num_classes=10, in_channels=1, small=True, stem_width=8))
     for module in model.modules():
         if isinstance(module, Bottleneck):
             assert torch.count_nonzero(module.bn3.weight) == 0
@@ -139,9 +139,9 @@ def test_torchvision_initialization():
 
 
 @pytest.mark.parametrize("build", [
-    lambda: resnet(18, num_classes=10, in_channels=1, small=True, base_width=8),
-    lambda: resnet(50, num_classes=10, in_channels=1, small=True, base_width=8),
-    lambda: resnext(50, groups=4, width_per_group=16, num_classes=10, in_channels=1, small=True, base_width=8),
+    lambda: resnet(18, num_classes=10, in_channels=1, small=True, stem_width=8),
+    lambda: resnet(50, num_classes=10, in_channels=1, small=True, stem_width=8),
+    lambda: resnext(50, groups=4, width_per_group=16, num_classes=10, in_channels=1, small=True, stem_width=8),
 ])
 def test_small_models_on_8x8_digits(build):
     model = build()
@@ -167,6 +167,17 @@ def test_stage_table_adds_up_to_the_model():
     assert len(table.splitlines()) == 7 and "Bottleneck" in table and "56 x 56" in table
 
 
+def test_stride_in_1x1_is_the_papers_v1_at_the_papers_cost():
+    v1 = Bottleneck(64, 16, stride=2, stride_in_1x1=True)
+    assert v1.conv1.stride == (2, 2) and v1.conv2.stride == (1, 1)
+    assert v1(torch.randn(2, 64, 7, 7)).shape == (2, 64, 4, 4)
+    with torch.device("meta"):
+        paper, v1_5 = resnet(50, stride_in_1x1=True), resnet(50)
+    assert names_and_shapes(paper) == names_and_shapes(v1_5)  # same layers, same weights
+    # He et al. Table 1 prints 3.8 G multiply-adds for ResNet-50, 3.86 G counted (v1.5: 4.1 G)
+    assert round(model_costs(paper, (1, 3, 224, 224)).macs / 1e9, 2) == 3.86
+
+
 def test_bad_arguments_name_themselves():
     with pytest.raises(ValueError, match="^depth"):
         resnet(20)
@@ -188,12 +199,16 @@ def test_bad_arguments_name_themselves():
         BasicBlock(0, 8)
     with pytest.raises(ValueError, match="^stride"):
         PreActBlock(8, 8, stride=0)
-    with pytest.raises(ValueError, match="^shortcut"):
+    with pytest.raises(TypeError, match="^shortcut"):
         BasicBlock(8, 8, shortcut="yes")
     with pytest.raises(TypeError, match="^channels"):
         BasicBlock(8, 8.0)
-    with pytest.raises(ValueError, match="^small"):
-        resnet(18, small=1.5)
+    with pytest.raises(TypeError, match="^small"):
+        resnet(18, small=1)  # a bool, not a number that compares equal to True
+    with pytest.raises(TypeError, match="^stride_in_1x1"):
+        Bottleneck(64, 16, stride_in_1x1=None)
+    with pytest.raises(ValueError, match="^stride_in_1x1"):
+        resnet(18, stride_in_1x1=True)  # the basic block has no 1x1 convolution
     with pytest.raises(TypeError, match="^model"):
         stage_table(nn.Linear(2, 2), (1, 2))
     with pytest.raises(TypeError, match="^model"):
