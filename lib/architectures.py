@@ -9,9 +9,15 @@ Shapes follow torch: images are ``(N, C, H, W)``, convolution weights ``(C_out, 
 from __future__ import annotations
 
 import copy
+import ctypes
+import json
 import math
+import os
+import subprocess
+import sys
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -1097,12 +1103,15 @@ def conv_work(conv: nn.Conv2d, input_shape: tuple, bytes_per_element: int = 4) -
     ``input_shape`` (N, C_in, H, W), and the bytes of its input, weights and output."""
     if not isinstance(conv, nn.Conv2d):
         raise TypeError(f"conv: expected a torch.nn.Conv2d, got {type(conv).__name__}")
+    if isinstance(conv.padding, str) or conv.dilation != (1, 1):
+        raise ValueError(f"conv: expected numeric padding and no dilation, got padding={conv.padding!r}, "
+                         f"dilation={conv.dilation}")
     if len(input_shape) != 4 or input_shape[1] != conv.in_channels:
         raise ValueError(f"input_shape: expected (N, {conv.in_channels}, H, W), got {tuple(input_shape)}")
     bytes_per_element = check_int("bytes_per_element", bytes_per_element, minimum=1)
     n, _, h, w = input_shape
-    (k_h, k_w), (s_h, s_w), (p_h, p_w) = conv.kernel_size, conv.stride, conv.padding
-    h_out, w_out = (h + 2 * p_h - k_h) // s_h + 1, (w + 2 * p_w - k_w) // s_w + 1
+    h_out, w_out = (conv_output_size(size, k, s, p) for size, k, s, p in
+                    zip((h, w), conv.kernel_size, conv.stride, conv.padding))
     macs = conv.weight.numel() * h_out * w_out * n  # weight = C_out * (C_in / groups) * K_h * K_w
     elements = math.prod(input_shape) + conv.weight.numel() + n * conv.out_channels * h_out * w_out
     return ConvWork(macs=macs, bytes_moved=elements * bytes_per_element)
@@ -1117,6 +1126,104 @@ def forward_seconds(module: nn.Module, x: torch.Tensor, repeats: int = 5) -> flo
     with torch.no_grad():
         module(x)
         return best_seconds(lambda: module(x), repeats=repeats)
+
+
+def keep_freed_memory() -> bool:
+    """Tell glibc's allocator to keep freed blocks (up to 1 GB) in the process instead of handing
+    every block over 128 kB back to the operating system. Otherwise each call of a layer gets
+    fresh pages from the system and pays one page fault per 4 kB page, which a timing would
+    count as the layer's own time. True where it applied (Linux with glibc), False elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL("libc.so.6")
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3      # mallopt's parameter numbers (malloc.h)
+    libc.mallopt(M_MMAP_THRESHOLD, 256 * 2**20)      # blocks up to 256 MB come from the heap ...
+    libc.mallopt(M_TRIM_THRESHOLD, 1024 * 2**20)     # ... which keeps up to 1 GB of freed memory
+    return True
+
+
+def randomize_batch_norms(model: nn.Module, generator: torch.Generator) -> nn.Module:
+    """Give every BatchNorm2d random running statistics and affine parameters, in place.
+
+    A fresh BN in eval mode computes the identity (mean 0, variance 1, gamma 1, beta 0), and
+    through a deep fresh network the activations shrink until the output hardly depends on the
+    input: two such networks agree to 1e-9 even when one is wired wrongly. With these values the
+    outputs are of order 1 and a missing shortcut or a misplaced activation shows."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator: expected a torch.Generator, got {type(generator).__name__}")
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                channels = module.num_features
+                module.running_mean.copy_(0.1 * torch.randn(channels, generator=generator))
+                module.running_var.copy_(0.5 + torch.rand(channels, generator=generator))
+                module.weight.copy_(0.5 + torch.rand(channels, generator=generator))
+                module.bias.copy_(0.1 * torch.randn(channels, generator=generator))
+    return model
+
+
+def timed_convolutions(channels: int) -> dict[str, nn.Module]:
+    """The layers notebook 05 times, all ``channels`` -> ``channels`` and 3×3 padded (or 1×1): a
+    standard, a grouped (8 groups), a depthwise and a pointwise convolution, and the separable
+    pair (the same depthwise and pointwise layers in a row)."""
+    channels = check_int("channels", channels, minimum=8)
+    layers = {"standard 3×3": nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+              "grouped 3×3, 8 groups": nn.Conv2d(channels, channels, 3, padding=1, groups=8, bias=False),
+              "depthwise 3×3": nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False),
+              "pointwise 1×1": nn.Conv2d(channels, channels, 1, bias=False)}
+    layers["separable (dw + pw)"] = nn.Sequential(layers["depthwise 3×3"], layers["pointwise 1×1"])
+    return layers
+
+
+def convolution_seconds(input_shape: tuple, repeats: int = 5) -> dict[str, float]:
+    """The best of ``repeats`` forward passes of each of :func:`timed_convolutions` on a random
+    input of ``input_shape`` (N, C, H, W), every layer run once before any is timed."""
+    if len(input_shape) != 4:
+        raise ValueError(f"input_shape: expected (N, C, H, W), got {tuple(input_shape)}")
+    layers = timed_convolutions(input_shape[1])
+    x = torch.randn(input_shape)
+    for layer in layers.values():
+        forward_seconds(layer, x, repeats=1)
+    return {name: forward_seconds(layer, x, repeats) for name, layer in layers.items()}
+
+
+def depthwise_bandwidth(channels: int, sides: list[int], repeats: int = 5) -> list[dict]:
+    """For each side s: a depthwise 3×3 convolution on (1, channels, s, s), and a copy of a tensor
+    of that size. Returns one dict per side with the working set (input + output bytes), the
+    bytes per second the convolution achieves (its input read and output written once, over its
+    time) and the bytes per second of the copy, which moves the same bytes and nothing else."""
+    channels = check_int("channels", channels, minimum=1)
+    conv = nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
+    rows = []
+    for side in sides:
+        x = torch.randn(1, channels, check_int("sides", side, minimum=1), side)
+        target = torch.empty_like(x)
+        moved = 2 * x.numel() * x.element_size()               # read the input, write the output
+        rows.append({"working set": moved, "depthwise": moved / forward_seconds(conv, x, repeats),
+                     "copy": moved / best_seconds(lambda: target.copy_(x), repeats=repeats)})
+    return rows
+
+
+def run_without_cpu_pinning(function: str, **kwargs):
+    """``lib.architectures.<function>(**kwargs)`` in a child Python process started WITHOUT the
+    book's CPU settings (lib.reproducible.CPU_SETTINGS: MKL's COMPATIBLE branch, the portable
+    ATen and AVX2-only oneDNN kernels ...), so it runs this CPU's native kernels, on one thread
+    as here. Returns the function's result, which must be JSON (a dict's keys come back as str)."""
+    from lib.reproducible import CPU_SETTINGS     # the names of the pinning variables
+    function = check_choice("function", function, ("convolution_seconds", "depthwise_bandwidth"))
+    env = {name: value for name, value in os.environ.items() if name not in CPU_SETTINGS}
+    env.update(DLBOOK_CPU_NATIVE="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parent.parent),
+                                           env.get("PYTHONPATH", "")]))
+    code = ("import json, sys, torch\n"
+            "import lib.architectures as a\n"
+            "torch.set_num_threads(1); a.keep_freed_memory(); torch.manual_seed(0)\n"
+            f"print(json.dumps(a.{function}(**json.loads(sys.argv[1]))))")
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(kwargs)], env=env, capture_output=True,
+                          text=True, check=True)
+    return json.loads(done.stdout)
 
 
 # ---------------------------------------------------------------------------------------------
