@@ -1,6 +1,7 @@
 """Time the CNN-architectures chapter's full-size models on a GPU: forward, and forward + backward.
 
-    python benchmarks/architectures_gpu.py                       # batch 64, 224 × 224, float32
+    python benchmarks/architectures_gpu.py                       # batch 64, 224 × 224, float32 (TF32 convolutions)
+    python benchmarks/architectures_gpu.py --no-tf32             # convolutions in full float32
     python benchmarks/architectures_gpu.py --channels-last --amp # NHWC memory layout, bfloat16 autocast
     python benchmarks/architectures_gpu.py --models mobilenet_v1 resnet50
 
@@ -11,6 +12,11 @@ batch, images per second, and the multiply-adds per second achieved (T MAC/s). M
 from lib.architectures.model_costs (conv and fc layers, counted from shapes); a training step is
 counted as 3 times the forward pass (the backward pass computes the gradients of both the inputs
 and the weights, each about one forward pass of work). The G MAC column is per image.
+
+Float32 convolutions run in TF32 on the tensor cores by default (torch's default for cuDNN,
+``torch.backends.cudnn.allow_tf32 = True``: a 10-bit mantissa for the products, float32 sums), so
+the default table's T MAC/s can exceed a GPU's plain float32 peak; ``--no-tf32`` turns it off.
+Matrix products (the fc layers) keep torch's default, no TF32. The header prints both settings.
 
 The chapter's notebook 05 shows on a CPU that multiply-adds are not time; this table shows it for
 whole networks on a GPU: compare the T MAC/s of MobileNet and ShuffleNet with ResNet's and VGG's.
@@ -95,9 +101,12 @@ def main():
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--channels-last", action="store_true", help="NHWC memory layout")
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast")
+    parser.add_argument("--no-tf32", dest="tf32", action="store_false",
+                        help="float32 convolutions without TF32 (torch's default for cuDNN is TF32)")
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
     args = parser.parse_args()
 
+    torch.backends.cudnn.allow_tf32 = args.tf32  # set, not assumed: it decides what "float32" means
     if torch.cuda.is_available():
         device = torch.device("cuda")
         torch.backends.cudnn.benchmark = True  # let cuDNN time its algorithms during the warm-up
@@ -108,7 +117,9 @@ def main():
         print("No GPU: a smoke test on the CPU (batch 1, 64 × 64, one repeat); the times say nothing "
               "about speed.")
     print(f"batch {args.batch}, {args.size} × {args.size}, channels_last {args.channels_last}, "
-          f"bfloat16 autocast {args.amp}; median of {args.repeats} after {args.warmup} warm-up passes\n")
+          f"bfloat16 autocast {args.amp}, TF32 convolutions {torch.backends.cudnn.allow_tf32}, "
+          f"TF32 matmul {torch.backends.cuda.matmul.allow_tf32}; median of {args.repeats} after "
+          f"{args.warmup} warm-up passes\n")
     header = (f"{'model':<20} {'G MAC':>6} {'params':>7}  {'fwd ms':>9} {'img/s':>9} {'T MAC/s':>8}  "
               f"{'fwd+bwd ms':>9} {'img/s':>9} {'T MAC/s':>8}")
     print(header + "\n" + "-" * len(header))
