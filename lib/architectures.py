@@ -254,7 +254,9 @@ class LayerCost:
 @dataclass
 class Costs:
     """A model's totals for one input: parameters, multiply-adds, activations (output elements of
-    every layer call, the tensors a training step roughly keeps for the backward pass)."""
+    every layer call). The activations estimate what a training step keeps for the backward pass;
+    it is an estimate, not a measurement: autograd keeps some outputs and not others, and tensors
+    that are no module's output (see ``saved_for_backward``, which measures it)."""
 
     params: int
     macs: int
@@ -280,8 +282,13 @@ def layer_costs(model: nn.Module, input_shape: tuple) -> list[LayerCost]:
     The pass runs on a copy of ``model`` on the "meta" device, in eval mode (GoogLeNet then skips
     its auxiliary classifiers): meta tensors carry shapes and no numbers, so counting VGG-16 at
     224×224 takes milliseconds and no memory. A module that runs several times gets one entry per
-    call. Work done outside modules (``x + identity``, ``torch.flatten``) has no entry: it costs
-    no multiply-adds, and its outputs are left out of the activations.
+    call. Two caveats for ``activations``, which counts every output:
+
+    - Work done outside modules (``x + identity``, ``torch.flatten``, ``torch.cat``, a functional
+      ``F.relu`` as in torchvision's GoogLeNet) has no entry: it costs no multiply-adds, and its
+      outputs are left out of the activations, even where autograd keeps them.
+    - A module whose output is a view of its input (``nn.Flatten``) or its input itself
+      (``nn.Identity``, an in-place ReLU) is counted again, although it holds no new memory.
     """
     _check_model(model)
     input_shape = _check_input_shape(input_shape, model)
@@ -326,6 +333,77 @@ def flop_counter_macs(model: nn.Module, input_shape: tuple) -> int:
     return counter.get_total_flops() // 2
 
 
+@dataclass
+class SavedForBackward:
+    """What autograd keeps for the backward pass of one training-mode forward pass, in bytes, the
+    weights and buffers left out (the model holds them anyway); a storage shared by several saved
+    tensors (a view, an in-place result) counts once.
+
+    ``by_kind`` maps a layer kind (the module's class name) to two numbers: the bytes of all the
+    outputs of the layers of that kind (what ``layer_costs`` counts as their activations) and the
+    bytes of those outputs that autograd keeps. ``not_outputs`` are the saved bytes that are no
+    module's output: the input, the outputs of functional operations (``torch.cat``, ``F.relu``),
+    max-pooling's indices, dropout's masks; ``total`` includes them.
+    """
+
+    total: int
+    by_kind: dict  # kind -> (output bytes, output bytes kept for the backward pass)
+    not_outputs: int
+
+    @property
+    def counted(self) -> int:
+        """The bytes of every layer's output: ``model_costs(...).activation_bytes`` for float32."""
+        return sum(output_bytes for output_bytes, _ in self.by_kind.values())
+
+
+def saved_for_backward(model: nn.Module, input_shape: tuple) -> SavedForBackward:
+    """Measure what autograd saves for the backward pass, per layer kind, for one training-mode
+    forward pass of an input of ``input_shape``, e.g. ``(1, 3, 224, 224)``.
+
+    Every tensor that an operation saves for its backward passes through the pack hook of
+    ``torch.autograd.graph.saved_tensors_hooks``. The pass runs on a "meta" copy of ``model``, as
+    ``layer_costs`` does: what is saved depends on the shapes only, so no number is computed. The
+    normalizations run their real (slow on meta, 20 ms a call) code here, since what they save is
+    the point.
+    """
+    _check_model(model)
+    input_shape = _check_input_shape(input_shape, model)
+    copy_on_meta = _on_meta(model, shapes_only=False).train()
+    state = {id(tensor) for tensor in (*copy_on_meta.parameters(), *copy_on_meta.buffers())}
+    saved = {}  # id -> tensor: the tensors hold their ids, so no id is reused during the pass
+    outputs = []  # (kind, output) per call of a leaf module
+
+    def pack(tensor):
+        base = _storage_owner(tensor)
+        if id(base) not in state:
+            saved[id(base)] = base
+        return tensor
+
+    def record(module, inputs, output):
+        outputs.extend((type(module).__name__, tensor) for tensor in _tensors(output))
+
+    for module in copy_on_meta.modules():
+        if not any(module.children()):
+            module.register_forward_hook(record)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        copy_on_meta(torch.zeros(input_shape, device="meta"))
+    by_kind = {}
+    for kind, tensor in outputs:
+        output_bytes, kept_bytes = by_kind.get(kind, (0, 0))
+        size = tensor.numel() * tensor.element_size()
+        by_kind[kind] = (output_bytes + size, kept_bytes + (size if id(_storage_owner(tensor)) in saved else 0))
+    owned = {id(_storage_owner(tensor)) for _, tensor in outputs}
+    return SavedForBackward(total=sum(base.untyped_storage().nbytes() for base in saved.values()),
+                            by_kind=by_kind,
+                            not_outputs=sum(base.untyped_storage().nbytes() for key, base in saved.items()
+                                            if key not in owned))
+
+
+def _storage_owner(tensor: torch.Tensor) -> torch.Tensor:
+    """The tensor whose storage ``tensor`` uses: itself, or the tensor it is a view of."""
+    return tensor if tensor._base is None else tensor._base
+
+
 def cost_table(models: dict[str, nn.Module], input_shape: tuple) -> str:
     """A plain-text table with one row per model: parameters, multiply-adds and activation memory
     (float32) for one forward pass of an input of ``input_shape``."""
@@ -363,15 +441,16 @@ def _macs(module: nn.Module, inputs: tuple, output) -> int:
                      "known kinds: convolutions, Linear, normalization, parameter-free layers")
 
 
-def _on_meta(model: nn.Module) -> nn.Module:
+def _on_meta(model: nn.Module, shapes_only: bool = True) -> nn.Module:
     """A copy of ``model`` whose parameters and buffers are empty "meta" tensors. The memo hands
-    ``deepcopy`` a meta tensor for each one, so no weight is ever copied (VGG-16 has 138 M)."""
+    ``deepcopy`` a meta tensor for each one, so no weight is ever copied (VGG-16 has 138 M).
+    ``shapes_only``: the normalizations pass their input through (same shapes, no autograd)."""
     memo = {id(p): nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
             for p in model.parameters()}
     memo.update({id(b): torch.empty_like(b, device="meta") for b in model.buffers()})
     copy_on_meta = copy.deepcopy(model, memo)
     for module in copy_on_meta.modules():
-        if isinstance(module, _NORMALIZATIONS):
+        if shapes_only and isinstance(module, _NORMALIZATIONS):
             # On meta, torch computes a normalization's output shape by running its decomposition
             # in Python (20 ms a call: 3 s for ResNet-152's 155 BatchNorms). Its output has its
             # input's shape, so passing the input through gives the same shapes at once.
@@ -390,9 +469,14 @@ def _shape_of(output) -> tuple:
 
 
 def _elements(output) -> int:
+    return sum(tensor.numel() for tensor in _tensors(output))
+
+
+def _tensors(output) -> list[torch.Tensor]:
+    """The tensors in a module's output: a tensor, or tuples and lists of them (nested)."""
     if isinstance(output, torch.Tensor):
-        return output.numel()
-    return sum(_elements(item) for item in output if isinstance(item, (torch.Tensor, tuple, list)))
+        return [output]
+    return [tensor for item in output if isinstance(item, (torch.Tensor, tuple, list)) for tensor in _tensors(item)]
 
 
 def _format_count(count: int, unit: str = "") -> str:

@@ -10,7 +10,8 @@ import torchvision.models as tvm
 from torch import nn
 
 from lib.architectures import (
-    Costs, LayerCost, cost_table, count_parameters, flop_counter_macs, layer_costs, model_costs,
+    Costs, LayerCost, SavedForBackward, cost_table, count_parameters, flop_counter_macs, layer_costs,
+    model_costs, saved_for_backward,
 )
 
 IMAGENET = (1, 3, 224, 224)
@@ -131,6 +132,53 @@ def test_activation_bytes_are_four_per_element_and_scale_with_batch():
 
 
 # --------------------------------------------------------------------------------------
+# What autograd saves for the backward pass
+# --------------------------------------------------------------------------------------
+
+def bytes_saved_on_the_cpu(model: nn.Module, x: torch.Tensor) -> int:
+    """The same measurement with real tensors: each saved storage once, the weights and buffers left out."""
+    state = {tensor.untyped_storage().data_ptr() for tensor in (*model.parameters(), *model.buffers())}
+    saved = {}
+
+    def pack(tensor):
+        if tensor.untyped_storage().data_ptr() not in state:
+            saved[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        model.train()(x)
+    return sum(saved.values())
+
+
+@pytest.mark.parametrize("builder", [tvm.resnet18, tvm.alexnet], ids=["resnet18", "alexnet"])
+def test_saved_on_meta_equals_saved_on_the_cpu(builder):
+    torch.manual_seed(0)
+    model, shape = builder(), (2, 3, 64, 64)
+    measured = saved_for_backward(model, shape)
+    assert measured.total == bytes_saved_on_the_cpu(model, torch.randn(shape))
+    assert measured.counted == model_costs(model, shape).activation_bytes
+
+
+def test_batch_norm_outputs_are_not_kept_relu_outputs_are():
+    # BN saves its input (the conv's output), ReLU its output, which the next conv saves too.
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 1))
+    measured = saved_for_backward(model, (1, 3, 5, 5))
+    outputs = 4 * 4 * 25
+    assert measured == SavedForBackward(
+        total=4 * 3 * 25 + 2 * outputs + 2 * 4 * 4,  # input, conv and ReLU outputs, BN's mean and 1/std
+        by_kind={"Conv2d": (outputs + 4 * 2 * 25, outputs), "BatchNorm2d": (outputs, 0), "ReLU": (outputs, outputs)},
+        not_outputs=4 * 3 * 25 + 2 * 4 * 4)
+
+
+def test_an_in_place_relu_shares_its_input_s_storage():
+    # Counted twice by layer_costs (conv output, then ReLU output), kept once.
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(4, 2, 1))
+    measured = saved_for_backward(model, (1, 3, 5, 5))
+    assert measured.total == 4 * 3 * 25 + 4 * 4 * 25
+    assert measured.counted == 4 * (4 * 25 + 4 * 25 + 2 * 25)
+
+
+# --------------------------------------------------------------------------------------
 # Parameter counts of torchvision's models against the papers
 # --------------------------------------------------------------------------------------
 
@@ -180,7 +228,7 @@ class OwnWeights(nn.Module):
         return x * self.weight
 
 
-@pytest.mark.parametrize("function", [layer_costs, model_costs, flop_counter_macs])
+@pytest.mark.parametrize("function", [layer_costs, model_costs, flop_counter_macs, saved_for_backward])
 def test_model_must_be_a_module(function):
     with pytest.raises(TypeError, match="^model: expected a torch.nn.Module"):
         function(lambda x: x, (1, 3, 8, 8))
@@ -196,7 +244,7 @@ def test_model_must_be_a_module(function):
     ((1, 3, 8.0, 8), TypeError, "^input_shape: expected an integer"),
     ((3, 8, 8), ValueError, r"^input_shape: expected 4 entries \(N, C, H, W\)"),
 ])
-@pytest.mark.parametrize("function", [layer_costs, model_costs, flop_counter_macs])
+@pytest.mark.parametrize("function", [layer_costs, model_costs, flop_counter_macs, saved_for_backward])
 def test_input_shape_must_be_positive_ints_with_four_for_images(function, input_shape, error, message):
     with pytest.raises(error, match=message):
         function(nn.Conv2d(3, 4, 3), input_shape)
