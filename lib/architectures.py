@@ -856,7 +856,7 @@ def _stage_description(model: ResNet, stage: str) -> tuple[int, str]:
         blocks = getattr(model, stage)
         return len(blocks), type(blocks[0]).__name__
     if stage == "head":
-        return 0, "avg-pool, fc"
+        return 0, f"avg-pool, fc to {model.fc.out_features} classes"
     kernel, stride = model.conv1.kernel_size[0], model.conv1.stride[0]
     pool = ", max-pool/2" if isinstance(model.maxpool, nn.MaxPool2d) else ""
     return 0, f"{kernel}x{kernel} conv/{stride}{pool}"
@@ -877,15 +877,16 @@ def stage_costs(model: ResNet, input_shape: tuple) -> list[StageCost]:
 
 
 def stage_table(model: ResNet, input_shape: tuple) -> str:
-    """A plain-text table of :func:`stage_costs`: stage, blocks, block kind, output channels,
-    output H x W, parameters, multiply-adds and each stage's share of the multiply-adds."""
+    """A plain-text table of :func:`stage_costs`: stage, blocks, block kind, output channels and
+    H x W (both "-" for the head, whose output is the class scores), parameters, multiply-adds
+    and each stage's share of the multiply-adds."""
     stages = stage_costs(model, input_shape)
     total_macs = sum(stage.macs for stage in stages)
     rows = [("stage", "blocks", "block", "channels", "H x W", "params", "MACs", "% MACs")]
     for stage in stages:
         shape = stage.output_shape
-        size = f"{shape[2]} x {shape[3]}" if len(shape) == 4 else "-"
-        rows.append((stage.stage, str(stage.blocks), stage.kind, str(shape[1]), size,
+        channels, size = (str(shape[1]), f"{shape[2]} x {shape[3]}") if len(shape) == 4 else ("-", "-")
+        rows.append((stage.stage, str(stage.blocks), stage.kind, channels, size,
                      _format_count(stage.params), _format_count(stage.macs),
                      f"{100 * stage.macs / total_macs:.1f}"))
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]

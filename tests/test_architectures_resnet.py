@@ -2,6 +2,7 @@
 (names, shapes, outputs after loading their state dict), parameter counts as published, every
 block's output shape, the zero-initialized branch, the small 8x8 models, and bad arguments."""
 import math
+import re
 
 import pytest
 import torch
@@ -165,6 +166,8 @@ def test_stage_table_adds_up_to_the_model():
     assert round(costs.macs / 1e9, 1) == 4.1
     table = stage_table(model, (1, 3, 224, 224))
     assert len(table.splitlines()) == 7 and "Bottleneck" in table and "56 x 56" in table
+    head = table.splitlines()[-1]  # class scores: no channels, no H x W
+    assert re.search(r"fc to 1000 classes +- +- ", head), head
 
 
 def test_stride_in_1x1_is_the_papers_v1_at_the_papers_cost():
