@@ -569,9 +569,9 @@ class BasicBlock(nn.Module):
         self.conv2 = _conv3x3(channels, channels)
         self.bn2 = nn.BatchNorm2d(channels)
         # One ReLU module serves both places; it holds no state. Not in place, unlike torchvision's:
-        # outputs and gradients are the same either way (0.0 difference, measured in float64), but in
-        # place it would overwrite bn1's output, which a forward hook that records activations
-        # would then see rectified.
+        # outputs and gradients are the same either way (0.0 difference, measured in float64),
+        # but in place it would overwrite bn1's output, which a forward hook that records
+        # activations would then see rectified.
         self.relu = nn.ReLU()
         self.shortcut = shortcut
         self.downsample = _projection(in_channels, channels, stride) if shortcut else None
@@ -624,7 +624,8 @@ class Bottleneck(nn.Module):
         # higher resolution in each stage's first block: ResNet-50 costs 4.1 G multiply-adds
         # instead of 3.8 G.
         stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
-        self.conv1 = _conv1x1(in_channels, width, stride_1x1)  # reduce: the 3x3 then sees few channels
+        # reduce: the 3x3 then works on few channels
+        self.conv1 = _conv1x1(in_channels, width, stride_1x1)
         self.bn1 = nn.BatchNorm2d(width)
         self.conv2 = _conv3x3(width, width, stride_3x3, groups)
         self.bn2 = nn.BatchNorm2d(width)
@@ -720,7 +721,8 @@ def _block_options(block: type, groups: int, width_per_group: int, stride_in_1x1
     check_choice("block", block, (BasicBlock, Bottleneck))
     _check_flag("stride_in_1x1", stride_in_1x1)
     if block is Bottleneck:
-        return {"groups": groups, "width_per_group": width_per_group, "stride_in_1x1": stride_in_1x1}
+        return {"groups": groups, "width_per_group": width_per_group,
+                "stride_in_1x1": stride_in_1x1}
     if groups != 1 or width_per_group != 64:  # as torchvision: the basic block has one path
         raise ValueError(f"groups: BasicBlock takes groups=1 and width_per_group=64, "
                          f"got {groups} and {width_per_group}")
@@ -885,7 +887,8 @@ def stage_table(model: ResNet, input_shape: tuple) -> str:
     rows = [("stage", "blocks", "block", "channels", "H x W", "params", "MACs", "% MACs")]
     for stage in stages:
         shape = stage.output_shape
-        channels, size = (str(shape[1]), f"{shape[2]} x {shape[3]}") if len(shape) == 4 else ("-", "-")
+        image = len(shape) == 4  # the head's output is (N, classes): no channels, no H x W
+        channels, size = (str(shape[1]), f"{shape[2]} x {shape[3]}") if image else ("-", "-")
         rows.append((stage.stage, str(stage.blocks), stage.kind, channels, size,
                      _format_count(stage.params), _format_count(stage.macs),
                      f"{100 * stage.macs / total_macs:.1f}"))
