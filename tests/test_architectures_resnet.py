@@ -10,7 +10,7 @@ import torchvision
 from torch import nn
 
 from lib.architectures import (BasicBlock, Bottleneck, PreActBlock, ResNet, count_parameters,
-                               model_costs, resnet, resnext, stage_costs, stage_table,
+                               model_costs, randomize_batch_norms, resnet, resnext, stage_costs, stage_table,
                                torchvision_init, zero_init_residual)
 
 # name: (our builder, torchvision's builder, published parameters in millions: He et al. 2016
@@ -41,25 +41,11 @@ def test_same_layers_as_torchvision_and_published_parameter_count(name):
     assert round(count_parameters(model) / 1e6, 1) == published_millions
 
 
-def randomize_batch_norms(model: nn.Module, generator: torch.Generator) -> None:
-    """Fresh BNs compute the identity in eval mode (mean 0, variance 1, gamma 1, beta 0), which
-    would hide a BN in the wrong place; random statistics and affine parameters do not."""
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            channels = module.num_features
-            module.running_mean.copy_(0.1 * torch.randn(channels, generator=generator))
-            module.running_var.copy_(0.5 + torch.rand(channels, generator=generator))
-            module.weight.data.copy_(0.5 + torch.rand(channels, generator=generator))
-            module.bias.data.copy_(0.1 * torch.randn(channels, generator=generator))
-
-
 @pytest.mark.parametrize("name", ["resnet18", "resnet50", "resnext50_32x4d"])
 def test_torchvision_state_dict_loads_strictly_and_outputs_agree(name):
     ours, theirs, _ = MODELS[name]
     generator = torch.Generator().manual_seed(0)
-    reference = theirs().eval()
-    with torch.no_grad():
-        randomize_batch_norms(reference, generator)
+    reference = randomize_batch_norms(theirs().eval(), generator)
     with torch.device("meta"):
         model = ours()
     model = model.to_empty(device="cpu").eval()  # every value comes from the state dict below
