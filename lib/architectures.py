@@ -203,8 +203,9 @@ def residual_block_forward(x: np.ndarray, params: dict):
 def residual_block_backward(dout: np.ndarray, cache: dict):
     """Gradients ``(dx, grads)`` of :func:`residual_block_forward`; grads has the keys of params.
 
-    dL/dx = dL/dH · (1 + dF/dx): the sum hands its gradient to x unchanged, so x receives it
-    even where the branch's dF/dx is small. Shapes: dout like x; dx like x.
+    dL/dx = dL/dH · (I + dF/dx), dF/dx the branch's Jacobian and I the identity matrix: the sum
+    hands its gradient to x unchanged, so x receives it even where the branch's dF/dx is small.
+    Shapes: dout like x; dx like x.
     """
     check_array("dout", dout, ndim=4)
     check_shape("dout", dout, cache["total"].shape)
@@ -213,7 +214,7 @@ def residual_block_backward(dout: np.ndarray, cache: dict):
     dh1, dw2, db2 = conv2d_backward(d_total, cache["conv2"])
     da1 = dh1 * (cache["a1"] > 0)
     dx_branch, dw1, db1 = conv2d_backward(da1, cache["conv1"])
-    dx = dx_shortcut + dx_branch                          # dL/dH · 1 + dL/dH · dF/dx
+    dx = dx_shortcut + dx_branch                          # dL/dH · I + dL/dH · dF/dx
     return dx, {"w1": dw1, "b1": db1, "w2": dw2, "b2": db2}
 
 
