@@ -28,7 +28,7 @@ from lib.checks import check_array, check_choice, check_int, check_positive, che
 from lib.data import Splits, to_tensors
 from lib.device import set_seed
 from lib.notebook import best_seconds
-from lib.train import evaluate, train, train_seeds
+from lib.train import evaluate, metric_over_seeds, train, train_seeds
 
 # ---------------------------------------------------------------------------------------------
 # NumPy reference: convolution, the residual block
@@ -1380,7 +1380,8 @@ def _gradient_norm_logger(model: nn.Module):
     weight gradient, as {"gradient_norms": array (depth,)}."""
     weights = [module.weight for _, module in weighted_layers(model)]
 
-    def log(step, loss, model):
+    def log(_step, _loss, _model):   # train's on_step signature; the weights were bound above
+        # one stacked tensor, converted once per update, not one .item() per layer
         return {"gradient_norms": torch.stack([weight.grad.norm() for weight in weights]).numpy()}
 
     return log
@@ -1394,12 +1395,21 @@ def _check_list(name: str, values, kind: str) -> list:
     return list(values)
 
 
+def _check_distinct(name: str, values: list) -> list:
+    # a repeated seed would report a spread of 0; a repeated depth would retrain and overwrite its runs
+    if len(set(values)) != len(values):
+        raise ValueError(f"{name}: expected distinct values, got {values}")
+    return values
+
+
 def train_plain_and_residual(data: Splits, depths, seeds, steps: int, width: int = 8, lr: float = 0.1,
                              lr_drop_at: int | None = None, momentum: float = 0.9, weight_decay: float = 1e-4,
-                             batch_size: int = 64, eval_every: int = 25, progress: bool = False) -> dict[str, list]:
-    """Train the plain and the residual net of every depth once per seed, all with one recipe: SGD
-    with momentum and weight decay, as He et al., at rate ``lr`` for ``steps`` updates, divided
-    by 10 from update ``lr_drop_at`` on if given (He et al. divide it at 32k and 48k of 64k).
+                             batch_size: int = 64, eval_every: int = 25, progress: bool = False,
+                             kinds=DEGRADATION_KINDS) -> dict[str, list]:
+    """Train the plain and the residual net (or only the ``kinds`` named) of every depth once per
+    seed, all with one recipe: SGD with momentum and weight decay, as He et al., at rate ``lr``
+    for ``steps`` updates, divided by 10 from update ``lr_drop_at`` on if given (He et al. divide
+    it at 32k and 48k of 64k).
 
     Returns ``{"plain-8": [one History per seed], "residual-8": [...], ...}`` with what
     ``lib.train.train`` records, and: ``extra["train_error"]``, the error on the whole training
@@ -1412,14 +1422,18 @@ def train_plain_and_residual(data: Splits, depths, seeds, steps: int, width: int
     """
     if not isinstance(data, Splits):
         raise TypeError(f"data: expected lib.data.Splits, got {type(data).__name__}")
-    depths = [_check_depth(depth) for depth in _check_list("depths", depths, "depths 6n + 2")]
-    seeds = [check_int("seeds", seed, minimum=0) for seed in _check_list("seeds", seeds, "seeds")]
+    depths = _check_distinct("depths", [_check_depth(d) for d in _check_list("depths", depths, "depths 6n + 2")])
+    seeds = _check_distinct("seeds", [check_int("seeds", s, minimum=0) for s in _check_list("seeds", seeds, "seeds")])
+    kinds = _check_distinct("kinds", [check_choice("kinds", kind, DEGRADATION_KINDS)
+                                      for kind in _check_list("kinds", kinds, "'plain' or 'residual'")])
     check_int("steps", steps, minimum=1)
     check_positive("lr", lr)
-    if lr_drop_at is not None:
-        check_int("lr_drop_at", lr_drop_at, minimum=0)
+    if lr_drop_at is not None and not 0 <= check_int("lr_drop_at", lr_drop_at, minimum=0) < steps:
+        raise ValueError(f"lr_drop_at: expected an update before the last ({steps}), got {lr_drop_at}")
     check_probability("momentum", momentum, closed_right=False)
     check_positive("weight_decay", weight_decay, allow_zero=True)
+    if check_int("eval_every", eval_every, minimum=1) > steps:
+        raise ValueError(f"eval_every: expected at most steps ({steps}), got {eval_every}: no record after update 0")
     train_split = to_tensors(data.x_train, data.y_train)
 
     def record(model):   # train calls it in eval mode, without gradients
@@ -1430,7 +1444,7 @@ def train_plain_and_residual(data: Splits, depths, seeds, steps: int, width: int
 
     runs = {}
     for depth in depths:
-        for kind in DEGRADATION_KINDS:
+        for kind in kinds:
             runs[f"{kind}-{depth}"] = []
             for seed in seeds:
                 set_seed(seed)   # the initialization; train's seed fixes the mini-batch order
@@ -1454,12 +1468,11 @@ def errors_over_seeds(histories: list, measure: str = "train") -> tuple[np.ndarr
     """
     histories = _check_list("histories", histories, "History")
     check_choice("measure", measure, ERROR_MEASURES)
+    # metric_over_seeds checks that every run recorded at the same steps
+    steps, accuracies = metric_over_seeds(histories, "val_acc" if measure == "val" else "train_acc")
     if measure == "train":
-        errors = [history.extra["train_error"] for history in histories]
-    else:
-        errors = [1.0 - np.asarray(history.val_acc if measure == "val" else history.train_acc)
-                  for history in histories]
-    return np.asarray(histories[0].steps), np.array(errors, dtype=float)
+        return steps, np.array([history.extra["train_error"] for history in histories], dtype=float)
+    return steps, 1.0 - accuracies
 
 
 def gradient_norms_over_seeds(histories: list) -> np.ndarray:

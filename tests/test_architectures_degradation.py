@@ -11,6 +11,8 @@ from lib.architectures import (BasicBlock, count_parameters, errors_over_seeds, 
                                plain_or_residual_net, train_plain_and_residual, weighted_layers)
 from lib.data import digits_splits
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # tests/conftest.py: one thread, as the notebook
+
 
 @pytest.mark.parametrize("shortcut", [False, True])
 @pytest.mark.parametrize("depth", [8, 14, 20, 56])
@@ -100,6 +102,19 @@ def test_the_experiment_records_training_error_and_gradient_norms_per_update():
     again = train_plain_and_residual(data, depths=[8], seeds=[1], steps=4, width=2, batch_size=16, eval_every=2,
                                      lr_drop_at=2)
     assert again["residual-8"][0].extra == runs["residual-8"][1].extra
+    # kinds picks the nets: only the plain one, the same run as in the pair
+    only_plain = train_plain_and_residual(data, depths=[8], seeds=[0], steps=4, width=2, batch_size=16, eval_every=2,
+                                          lr_drop_at=2, kinds=["plain"])
+    assert list(only_plain) == ["plain-8"]
+    assert only_plain["plain-8"][0].extra == runs["plain-8"][0].extra
+
+
+def test_errors_over_seeds_refuses_runs_recorded_at_other_steps():
+    data = digits_splits(train_size=64, val_size=32)
+    every_2 = train_plain_and_residual(data, [8], [0], steps=4, width=2, batch_size=16, eval_every=2, kinds=["plain"])
+    every_4 = train_plain_and_residual(data, [8], [1], steps=4, width=2, batch_size=16, eval_every=4, kinds=["plain"])
+    with pytest.raises(ValueError, match="^histories: run 1 recorded at other steps"):
+        errors_over_seeds(every_2["plain-8"] + every_4["plain-8"], "train")
 
 
 @pytest.mark.parametrize("depth", [7, 9, 18, 2, 0])
@@ -125,6 +140,16 @@ def test_a_depth_not_6n_plus_2_raises_naming_depth(depth):
     (lambda: train_plain_and_residual(digits_splits(), [8], [0], 2, weight_decay=-1.0), ValueError,
      "^weight_decay"),
     (lambda: train_plain_and_residual(digits_splits(), [8], [0], 2, lr_drop_at=-1), ValueError, "^lr_drop_at"),
+    (lambda: train_plain_and_residual(digits_splits(), [8], [0], 2, lr_drop_at=2), ValueError,
+     "^lr_drop_at: expected an update before the last"),
+    (lambda: train_plain_and_residual(digits_splits(), [8], [0], 2, eval_every=3), ValueError,
+     "^eval_every: expected at most steps"),
+    (lambda: train_plain_and_residual(digits_splits(), [8, 8], [0], 2), ValueError, "^depths: expected distinct"),
+    (lambda: train_plain_and_residual(digits_splits(), [8], [1, 1], 2), ValueError, "^seeds: expected distinct"),
+    (lambda: train_plain_and_residual(digits_splits(), [8], [0], 2, kinds=["plane"]), ValueError,
+     "^kinds: expected one of"),
+    (lambda: train_plain_and_residual(digits_splits(), [8], [0], 2, kinds=[]), ValueError,
+     "^kinds: expected a non-empty list"),
     (lambda: errors_over_seeds([], "train"), ValueError, "^histories: expected a non-empty list"),
     (lambda: errors_over_seeds([object()], "test"), ValueError, "^measure: expected one of"),
     (lambda: gradient_norms_over_seeds(None), TypeError, "^histories: expected a list of History"),
