@@ -621,9 +621,10 @@ class Bottleneck(nn.Module):
         _check_flag("stride_in_1x1", stride_in_1x1)
         width = _bottleneck_width(channels, groups, width_per_group)
         out_channels = channels * self.expansion
-        # v1's strided 1x1 skips 3 of 4 pixels unseen; v1.5's 3x3 reads them all but runs at the
-        # higher resolution in each stage's first block: ResNet-50 costs 4.1 G multiply-adds
-        # instead of 3.8 G.
+        # v1's strided 1x1 skips 3 of 4 pixels unseen; v1.5's strided 3x3 reads them all. The 3x3
+        # costs the same in both (its output has the same size); the first 1x1 does not: in v1.5
+        # it runs at the block's input resolution, 4 times the pixels, in each stage's first
+        # block. ResNet-50 costs 4.1 G multiply-adds instead of 3.8 G.
         stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
         # reduce: the 3x3 then works on few channels
         self.conv1 = _conv1x1(in_channels, width, stride_1x1)
