@@ -1267,16 +1267,20 @@ def timed_convolutions(channels: int) -> dict[str, nn.Module]:
     return layers
 
 
-def convolution_seconds(input_shape: tuple, repeats: int = 5) -> dict[str, float]:
-    """The best of ``repeats`` forward passes of each of :func:`timed_convolutions` on a random
-    input of ``input_shape`` (N, C, H, W), every layer run once before any is timed."""
+def convolution_seconds(input_shape: tuple, repeats: int = 5, rounds: int = 1) -> dict[str, list[float]]:
+    """For each of :func:`timed_convolutions` on a random input of ``input_shape`` (N, C, H, W):
+    the best of ``repeats`` forward passes, in each of ``rounds`` rounds (a list of ``rounds``
+    seconds per layer). Every layer is run once before any is timed, and each round times every
+    layer in turn, so that a busy spell of a shared CPU shows as a spread over the rounds."""
     if len(input_shape) != 4:
         raise ValueError(f"input_shape: expected (N, C, H, W), got {tuple(input_shape)}")
+    rounds = check_int("rounds", rounds, minimum=1)
     layers = timed_convolutions(input_shape[1])
     x = torch.randn(input_shape)
     for layer in layers.values():
         forward_seconds(layer, x, repeats=1)
-    return {name: forward_seconds(layer, x, repeats) for name, layer in layers.items()}
+    timings = [{name: forward_seconds(layer, x, repeats) for name, layer in layers.items()} for _ in range(rounds)]
+    return {name: [timing[name] for timing in timings] for name in layers}
 
 
 def depthwise_bandwidth(channels: int, sides: list[int], repeats: int = 5) -> list[dict]:

@@ -214,8 +214,8 @@ def test_timed_convolutions_share_the_separable_pairs_layers():
     layers = timed_convolutions(16)
     assert list(layers["separable (dw + pw)"]) == [layers["depthwise 3×3"], layers["pointwise 1×1"]]
     assert layers["grouped 3×3, 8 groups"].groups == 8 and layers["depthwise 3×3"].groups == 16
-    seconds = convolution_seconds((1, 16, 6, 6), repeats=1)
-    assert set(seconds) == set(layers) and all(0 < s < 1 for s in seconds.values())
+    seconds = convolution_seconds((1, 16, 6, 6), repeats=1, rounds=2)
+    assert set(seconds) == set(layers) and all(len(s) == 2 and 0 < min(s) <= max(s) < 1 for s in seconds.values())
 
 
 def test_depthwise_bandwidth_rows():
@@ -260,6 +260,7 @@ def test_alpha_must_be_positive(alpha):
     (lambda: randomize_batch_norms(nn.BatchNorm2d(2), 0), "generator", TypeError),
     (lambda: timed_convolutions(4), "channels", ValueError),
     (lambda: convolution_seconds((8, 8, 8)), "input_shape", ValueError),
+    (lambda: convolution_seconds((1, 8, 4, 4), rounds=0), "rounds", ValueError),
     (lambda: depthwise_bandwidth(4, [0]), "sides", ValueError),
     (lambda: run_without_cpu_pinning("train"), "function", ValueError),
 ])
