@@ -28,7 +28,7 @@ from lib.checks import check_array, check_choice, check_int, check_positive, che
 from lib.data import Splits, to_tensors
 from lib.device import set_seed
 from lib.notebook import best_seconds
-from lib.train import evaluate, metric_over_seeds, train, train_seeds
+from lib.train import evaluate, metric_over_seeds, train
 
 # ---------------------------------------------------------------------------------------------
 # NumPy reference: convolution, the residual block
