@@ -27,7 +27,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 book: setup  ## build the HTML book into _build/html, warnings as errors
 	$(VENV)/bin/jupyter-book build -W --keep-going .
 
-test: setup  ## every test: lib against torch, strict nbval over every notebook (twice: two CPU setups), book conventions, browser
+test: setup  ## every test: lib against torch, strict nbval over every notebook (and one per chapter under another CPU's choices), book conventions, browser
 	$(PY) -m pytest -n 2 --dist loadfile  # two workers, one per core; a notebook's cells stay together on one
 
 notebooks: setup  ## re-execute every notebook and store its outputs (after changing lib or a lesson)
