@@ -816,6 +816,28 @@ def resnext(depth: int = 50, groups: int = 32, width_per_group: int = 4, **kwarg
     return resnet(depth, groups=groups, width_per_group=width_per_group, **kwargs)
 
 
+@dataclass(frozen=True)
+class PaperNumbers:
+    """What He et al. (2016) print for a ResNet on ImageNet: multiply-adds (their "FLOPs", Table 1)
+    and the top-1 / top-5 validation error in % with 10-crop testing; ``error_source`` names the
+    table the errors come from (None: the table gives no top-5)."""
+
+    macs: float
+    top1_error: float
+    top5_error: float | None
+    error_source: str
+
+
+# Quoted by two lessons (the cost table and the ResNet family), so written down once.
+RESNET_PAPER_NUMBERS = {
+    "ResNet-18": PaperNumbers(1.8e9, 27.88, None, "Table 2 (zero-padding shortcuts, option A)"),
+    "ResNet-34": PaperNumbers(3.6e9, 24.52, 7.46, "Table 3 (projection shortcuts, option B)"),
+    "ResNet-50": PaperNumbers(3.8e9, 22.85, 6.71, "Table 3"),
+    "ResNet-101": PaperNumbers(7.6e9, 21.75, 6.05, "Table 3"),
+    "ResNet-152": PaperNumbers(11.3e9, 21.43, 5.71, "Table 3"),
+}
+
+
 def zero_init_residual(model: nn.Module) -> nn.Module:
     """Zero the last BN's gamma in every residual branch (Goyal et al. 2017), in place: each
     branch then outputs 0 (BN's beta is 0 at init), so a post-activation block computes relu(x)
