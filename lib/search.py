@@ -31,7 +31,6 @@ from lib.checks import check_array, check_choice, check_int, check_positive
 from lib.data import Splits, TensorBatches, cache_dir, to_tensors
 from lib.device import set_seed, tune_for_small_models
 from lib.models import mlp
-from lib.normalization import BatchNorm
 from lib.train import History, SeedwiseSGD, evaluate, train, train_seeds
 
 # ---------------------------------------------------------------------------------------------
@@ -295,14 +294,15 @@ def evaluate_all(objective, configs: list, budget: int) -> list:
     return results
 
 
-NORMS = {None: None, "batch": BatchNorm}
+# The search chapter is not about normalization: its batch norm is torch's own, nn.BatchNorm1d.
+NORMS = {None: None, "batch": nn.BatchNorm1d}
 
 
 class MLPObjective:
     """Validation accuracy of the chapter's model, ``mlp([D, width, width, C])``, trained with plain SGD.
 
     ``config["lr"]`` is the learning rate and ``config.get("weight_decay", 0)`` the weight decay;
-    ``budget`` is the number of epochs; ``norm`` is None or "batch" (batch norm after each hidden layer).
+    ``budget`` is the number of epochs; ``norm`` is None or "batch" (``nn.BatchNorm1d`` after each hidden layer).
     ``objective(config, budget)`` trains one config; ``objective.many(configs, budget)`` trains them
     all as one batched run (``lib.train.train_seeds`` with ``SeedwiseSGD``).
 
@@ -361,7 +361,7 @@ class MLPObjective:
         return id(self.data), self.width, self.norm, self.batch_size
 
     def build_model(self) -> nn.Sequential:
-        """A fresh network of this objective: ``mlp([D, width, width, C])``, batch norm if ``norm="batch"``."""
+        """A fresh network of this objective: ``mlp([D, width, width, C])``, ``nn.BatchNorm1d`` if ``norm="batch"``."""
         return mlp([self.data.x_train.shape[1], self.width, self.width, self.classes], norm=NORMS[self.norm])
 
 
