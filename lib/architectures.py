@@ -978,6 +978,22 @@ class DepthwiseSeparable(nn.Module):
         return self.pointwise(self.depthwise(x))
 
 
+def conv_fans(conv: nn.Conv2d) -> tuple[int, int]:
+    """The true (fan-in, fan-out) of one unit of ``conv``: an output unit sums
+    (C_in / groups) K_h K_w inputs, and an input unit feeds (C_out / groups) K_h K_w outputs,
+    since with groups each channel reaches only its own group's channels.
+
+    ``torch.nn.init._calculate_fan_in_and_fan_out``, which ``kaiming_normal_`` uses, reads the fan-in
+    from the weight's shape (C_out, C_in / groups, K_h, K_w) correctly but takes the fan-out to be
+    C_out K_h K_w whatever the groups: ``groups`` times too large. For a depthwise convolution
+    (groups = C) the true fan-out is K_h K_w, torch's C K_h K_w.
+    """
+    if not isinstance(conv, nn.Conv2d):
+        raise TypeError(f"conv: expected a torch.nn.Conv2d, got {type(conv).__name__}")
+    kernel = conv.kernel_size[0] * conv.kernel_size[1]
+    return conv.in_channels // conv.groups * kernel, conv.out_channels // conv.groups * kernel
+
+
 # MobileNet v1, Table 1 of Howard et al. (2017): the stem is a full 3×3 convolution with 32
 # channels at stride 2, then 13 depthwise-separable blocks as (output channels, stride). The
 # table prints "s2" for the next-to-last block, but its own feature sizes (7×7 in and out) say

@@ -9,7 +9,7 @@ from torch import nn
 
 from lib.architectures import (
     ConvWork, DepthwiseSeparable, InvertedResidual, MobileNetV1, MobileNetV2, ShuffleNetV2,
-    ShuffleUnit, channel_shuffle, channel_shuffle_torch, conv_work, count_parameters,
+    ShuffleUnit, channel_shuffle, channel_shuffle_torch, conv_fans, conv_work, count_parameters,
     convolution_seconds, depthwise_bandwidth, flop_counter_macs, forward_seconds, keep_freed_memory,
     model_costs, randomize_batch_norms, run_without_cpu_pinning, timed_convolutions,
 )
@@ -200,6 +200,22 @@ def test_conv_work_counts_macs_and_bytes_from_shapes():
     assert isinstance(work, ConvWork)
 
 
+@pytest.mark.parametrize("in_channels, out_channels, kernel", [(3, 8, 3), (16, 4, 1), (5, 7, (3, 1)), (2, 6, (1, 5))])
+def test_conv_fans_equal_torchs_without_groups(in_channels, out_channels, kernel):
+    conv = nn.Conv2d(in_channels, out_channels, kernel)
+    assert conv_fans(conv) == nn.init._calculate_fan_in_and_fan_out(conv.weight)
+
+
+@pytest.mark.parametrize("channels, out_channels, groups, kernel", [
+    (16, 32, 4, 3), (12, 6, 3, (1, 3)), (96, 96, 96, 3), (8, 16, 8, (5, 3))])   # grouped, then depthwise
+def test_conv_fans_divide_torchs_fan_out_by_the_groups(channels, out_channels, groups, kernel):
+    conv = nn.Conv2d(channels, out_channels, kernel, groups=groups)
+    torch_in, torch_out = nn.init._calculate_fan_in_and_fan_out(conv.weight)
+    assert conv_fans(conv) == (torch_in, torch_out // groups)
+    if groups == channels == out_channels:                    # depthwise: one input feeds K_h K_w outputs
+        assert conv_fans(conv)[1] == conv.kernel_size[0] * conv.kernel_size[1]
+
+
 def test_forward_seconds_times_a_forward_pass():
     seconds = forward_seconds(nn.Conv2d(3, 4, 3), torch.randn(1, 3, 8, 8), repeats=2)
     assert 0 < seconds < 1
@@ -251,6 +267,7 @@ def test_alpha_must_be_positive(alpha):
     (lambda: ShuffleUnit(8, 16, 1), "in_channels", ValueError),
     (lambda: ShuffleUnit(8, 15, 2), "out_channels", ValueError),
     (lambda: conv_work(nn.Linear(2, 2), (1, 2, 3, 3)), "conv", TypeError),
+    (lambda: conv_fans(nn.Conv1d(2, 2, 3)), "conv", TypeError),
     (lambda: conv_work(nn.Conv2d(3, 4, 3), (1, 2, 8, 8)), "input_shape", ValueError),
     (lambda: forward_seconds(lambda x: x, torch.zeros(1)), "module", TypeError),
     (lambda: conv_work(nn.Conv2d(2, 2, 3, dilation=2), (1, 2, 8, 8)), "conv", ValueError),
