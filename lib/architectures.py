@@ -978,19 +978,24 @@ class DepthwiseSeparable(nn.Module):
         return self.pointwise(self.depthwise(x))
 
 
-def conv_fans(conv: nn.Conv2d) -> tuple[int, int]:
-    """The true (fan-in, fan-out) of one unit of ``conv``: an output unit sums
-    (C_in / groups) K_h K_w inputs, and an input unit feeds (C_out / groups) K_h K_w outputs,
-    since with groups each channel reaches only its own group's channels.
+def conv_fans(conv: nn.modules.conv._ConvNd) -> tuple[int, int]:
+    """The group-corrected (fan-in, fan-out) of one unit of ``conv``, a 1-D, 2-D or 3-D
+    convolution with kernel K = prod(kernel_size): an output unit sums (C_in / groups) K inputs,
+    and an input unit feeds (C_out / groups) K outputs, since with groups each channel reaches
+    only its own group's channels.
 
+    Like He et al. and PyTorch, the fan-out counts the connections per kernel position and ignores
+    the stride: at stride 2 an input pixel falls in 9/4 windows of a 3×3 kernel on average, not in 9.
     ``torch.nn.init._calculate_fan_in_and_fan_out``, which ``kaiming_normal_`` uses, reads the fan-in
-    from the weight's shape (C_out, C_in / groups, K_h, K_w) correctly but takes the fan-out to be
-    C_out K_h K_w whatever the groups: ``groups`` times too large. For a depthwise convolution
-    (groups = C) the true fan-out is K_h K_w, torch's C K_h K_w.
+    from the weight's shape (C_out, C_in / groups, *kernel_size) correctly but takes the fan-out to be
+    C_out K whatever the groups: ``groups`` times too large. For a depthwise convolution
+    (groups = C) the group-corrected fan-out is K, torch's C K.
     """
-    if not isinstance(conv, nn.Conv2d):
-        raise TypeError(f"conv: expected a torch.nn.Conv2d, got {type(conv).__name__}")
-    kernel = conv.kernel_size[0] * conv.kernel_size[1]
+    if not isinstance(conv, nn.modules.conv._ConvNd):
+        raise TypeError(f"conv: expected a torch convolution (nn.Conv1d, 2d or 3d), got {type(conv).__name__}")
+    if isinstance(conv.weight, nn.parameter.UninitializedParameter):
+        raise ValueError("conv: a lazy convolution has no shape before its first forward pass; run one first")
+    kernel = math.prod(conv.kernel_size)
     return conv.in_channels // conv.groups * kernel, conv.out_channels // conv.groups * kernel
 
 

@@ -216,6 +216,20 @@ def test_conv_fans_divide_torchs_fan_out_by_the_groups(channels, out_channels, g
         assert conv_fans(conv)[1] == conv.kernel_size[0] * conv.kernel_size[1]
 
 
+@pytest.mark.parametrize("conv", [nn.Conv1d(6, 12, 5, groups=3), nn.Conv3d(4, 4, (3, 3, 2), groups=4)])
+def test_conv_fans_count_1d_and_3d_kernels(conv):
+    torch_in, torch_out = nn.init._calculate_fan_in_and_fan_out(conv.weight)
+    assert conv_fans(conv) == (torch_in, torch_out // conv.groups)
+
+
+def test_conv_fans_of_a_lazy_convolution_once_it_has_run():
+    conv = nn.LazyConv2d(8, 3, groups=2)
+    with pytest.raises(ValueError, match="^conv:"):
+        conv_fans(conv)             # no weight shape yet: (0, 0) would be a silent wrong answer
+    conv(torch.zeros(1, 4, 5, 5))
+    assert conv_fans(conv) == (2 * 9, 4 * 9)
+
+
 def test_forward_seconds_times_a_forward_pass():
     seconds = forward_seconds(nn.Conv2d(3, 4, 3), torch.randn(1, 3, 8, 8), repeats=2)
     assert 0 < seconds < 1
@@ -267,7 +281,8 @@ def test_alpha_must_be_positive(alpha):
     (lambda: ShuffleUnit(8, 16, 1), "in_channels", ValueError),
     (lambda: ShuffleUnit(8, 15, 2), "out_channels", ValueError),
     (lambda: conv_work(nn.Linear(2, 2), (1, 2, 3, 3)), "conv", TypeError),
-    (lambda: conv_fans(nn.Conv1d(2, 2, 3)), "conv", TypeError),
+    (lambda: conv_fans(nn.Linear(2, 2)), "conv", TypeError),
+    (lambda: conv_fans(nn.LazyConv1d(2, 3)), "conv", ValueError),
     (lambda: conv_work(nn.Conv2d(3, 4, 3), (1, 2, 8, 8)), "input_shape", ValueError),
     (lambda: forward_seconds(lambda x: x, torch.zeros(1)), "module", TypeError),
     (lambda: conv_work(nn.Conv2d(2, 2, 3, dilation=2), (1, 2, 8, 8)), "conv", ValueError),
