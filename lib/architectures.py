@@ -990,8 +990,11 @@ def conv_fans(conv: nn.modules.conv._ConvNd) -> tuple[int, int]:
     from the weight's shape (C_out, C_in / groups, *kernel_size) correctly but takes the fan-out to be
     C_out K whatever the groups: ``groups`` times too large. For a depthwise convolution
     (groups = C) the group-corrected fan-out is K, torch's C K.
+
+    Transposed convolutions share the base class but are refused: their weight is laid out the
+    other way round, (C_in, C_out / groups, *kernel_size), and this function reads convolutions'.
     """
-    if not isinstance(conv, nn.modules.conv._ConvNd):
+    if not isinstance(conv, nn.modules.conv._ConvNd) or isinstance(conv, nn.modules.conv._ConvTransposeNd):
         raise TypeError(f"conv: expected a torch convolution (nn.Conv1d, 2d or 3d), got {type(conv).__name__}")
     if isinstance(conv.weight, nn.parameter.UninitializedParameter):
         raise ValueError("conv: a lazy convolution has no shape before its first forward pass; run one first")

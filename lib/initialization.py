@@ -39,7 +39,12 @@ WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 # ---------------------------------------------------------------------------------------
 
 def compute_fans(shape) -> tuple[int, int]:
-    """(fan_in, fan_out) of a weight of ``shape`` (out, in) or (out, in, *kernel)."""
+    """(fan_in, fan_out) of a weight of ``shape`` (out, in) or (out, in, *kernel).
+
+    It takes no ``groups``: for a grouped convolution's weight (out, in / groups, *kernel) the
+    fan-out it returns is ``groups`` times the group-corrected one, which
+    ``lib.architectures.conv_fans`` gives.
+    """
     shape = tuple(shape)
     if len(shape) < 2:
         raise ValueError(f"shape: fans need a weight with at least 2 dimensions (out, in, ...), got {shape}")

@@ -222,6 +222,12 @@ def test_conv_fans_count_1d_and_3d_kernels(conv):
     assert conv_fans(conv) == (torch_in, torch_out // conv.groups)
 
 
+def test_conv_fans_refuse_a_transposed_convolution():
+    # it subclasses _ConvNd, but its weight is laid out the other way round, (C_in, C_out / groups, ...)
+    with pytest.raises(TypeError, match="^conv: .*got ConvTranspose2d"):
+        conv_fans(nn.ConvTranspose2d(4, 8, 3, groups=2))
+
+
 def test_conv_fans_of_a_lazy_convolution_once_it_has_run():
     conv = nn.LazyConv2d(8, 3, groups=2)
     with pytest.raises(ValueError, match="^conv:"):
