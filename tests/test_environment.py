@@ -92,10 +92,10 @@ def test_the_reproducibility_module_loads_neither_numpy_nor_torch():
     assert result.stdout.strip() == "False"
 
 
-# Another CPU, emulated: each library's own choice set to the other code path this CPU can run
-# (torch's AVX2 kernels, MKL's automatic choice, oneDNN up to AVX-512, OpenBLAS's Sandybridge
-# kernels, NumPy without its AVX2 loops, two threads). Without the notebooks' pin, these change trained accuracies in
-# the third digit (benchmarks/cpu_numerics.py shows which).
+# Another CPU, emulated: each library's own choice set to another code path (torch's AVX2 kernels,
+# MKL's automatic choice, OpenBLAS's Sandybridge kernels, NumPy without its AVX2 loops, two threads;
+# oneDNN's cap raised to AVX-512, which only a CPU that has it would use). Without the notebooks'
+# pin, these change trained accuracies in the third digit (benchmarks/cpu_numerics.py shows which).
 OTHER_CPU = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AUTO", "OPENBLAS_CORETYPE": "Sandybridge",
              "NPY_DISABLE_CPU_FEATURES": "X86_V3", "ONEDNN_MAX_CPU_ISA": "AVX512_CORE", "OMP_NUM_THREADS": "2",
              "MKL_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2"}
@@ -109,7 +109,8 @@ openblas = [pool for pool in threadpoolctl.threadpool_info() if pool["internal_a
 print(json.dumps({
     "environment": {name: os.environ.get(name) for name in %r},
     "torch kernels": torch.backends.cpu.get_cpu_capability(), "torch threads": torch.get_num_threads(),
-    "NumPy loops": {feature: numpy._core._multiarray_umath.__cpu_features__[feature] for feature in ("X86_V3", "X86_V4")},
+    "NumPy loops": {feature: numpy._core._multiarray_umath.__cpu_features__[feature]
+                    for feature in ("X86_V3", "X86_V4")},
     "OpenBLAS": [(pool["architecture"], pool["num_threads"]) for pool in openblas]}))
 """ % (sorted(CPU_SETTINGS),)
 
@@ -154,8 +155,8 @@ def test_mkl_multiplies_on_its_reproducible_branch_with_one_thread():
 
 
 # Then notebooks themselves run again under OTHER_CPU. Since the pin overrides the environment
-# before anything computes (the two tests above), every notebook computes bit for bit as in the
-# first pass, and rerunning all of them (half of CI's time) would test the same pin again. So a
+# before anything computes (the two tests above), every notebook computes with the same settings
+# as in the first pass, and rerunning all of them (half of CI's time) would test the same pin again. So a
 # sample runs: one notebook from each chapter, which exercises that chapter's lib module, all of
 # them together covering every kind of kernel the book calls: NumPy's loops and OpenBLAS
 # (initialization's deep NumPy nets, the residual block's convolution), torch's matrix multiplies,
